@@ -1,0 +1,1 @@
+"""Jinja2 templates and the compatibility matrix for the images tfbuild renders."""

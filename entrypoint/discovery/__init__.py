@@ -1,0 +1,1 @@
+"""Discovery sources, tried in order by chain.discover()."""

@@ -1,0 +1,243 @@
+"""Start this node's task processes, watch them, and decide the job's fate.
+
+- Each child runs in its own process group; SIGTERM/SIGINT to the agent are
+  forwarded to every group, and after a grace period the rest is killed.
+- The agent reaps every child that ends up with it (it is PID 1 in a container).
+- Job semantics: the decisive task (chief, or worker 0) decides success; servers
+  (ps, and workers under ps) are then stopped instead of serving forever. Any
+  failure stops the rest, here and, through the control channel, on other nodes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..topology import Task
+from .output import OutputPump
+
+POLL_INTERVAL = 0.1
+
+
+class Control(Protocol):
+    """The job-wide channel (rendezvous.ControlChannel) as the supervisor uses it."""
+
+    def report(self, task: str, status: str, exit_code: int | None) -> None: ...
+
+    def next_event(self, timeout: float) -> Any: ...
+
+
+@dataclass
+class Child:
+    task: Task
+    proc: subprocess.Popen[bytes]
+    pump: OutputPump
+    exit_code: int | None = None
+    stopped_by_agent: bool = False
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    status: str  # Completed, Failed, Canceled
+    reason: str = ""
+    task_codes: dict[str, int] = field(default_factory=dict)
+
+
+def exit_code_of(waitstatus: int) -> int:
+    """Shell convention: 128+N for a child killed by signal N."""
+    code = os.waitstatus_to_exitcode(waitstatus)
+    return 128 - code if code < 0 else code
+
+
+class Supervisor:
+    def __init__(
+        self,
+        tasks: Sequence[Task],
+        command: Callable[[Task], list[str]],
+        base_env: Mapping[str, str],
+        workdir: Path,
+        log_dir: Path,
+        *,
+        decisive_task: str | None,
+        servers_only: Sequence[str] = (),
+        grace: float = 30.0,
+        control: Control | None = None,
+        on_status: Callable[[Task, str, int | None, list[str]], None] | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.tasks = list(tasks)
+        self.command = command
+        self.base_env = dict(base_env)
+        self.workdir = workdir
+        self.log_dir = log_dir
+        self.decisive_task = decisive_task
+        self.servers_only = set(servers_only)
+        self.grace = grace
+        self.control = control
+        self.on_status = on_status or (lambda *a: None)
+        self.log = log
+        self.children: dict[int, Child] = {}
+        self._signal: int | None = None
+        self._kill_at: float | None = None
+        self._outcome: Outcome | None = None
+
+    # -- signals -------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self._signal is None:
+            self._signal = signum
+
+    # -- lifecycle -----------------------------------------------------------
+    def run(self) -> Outcome:
+        prefix = len(self.tasks) > 1
+        for task in self.tasks:
+            self._start(task, prefix)
+        while self._running():
+            self._handle_signal()
+            self._reap()
+            self._handle_control()
+            self._enforce_deadline()
+            if self.control is None:
+                time.sleep(POLL_INTERVAL)
+        for child in self.children.values():
+            child.pump.close()
+        return self._final_outcome()
+
+    def _start(self, task: Task, prefix: bool) -> None:
+        env = {**self.base_env, **task.env}
+        argv = self.command(task)
+        proc = subprocess.Popen(
+            argv,
+            cwd=self.workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # own process group: signals reach its children too
+        )
+        pump = OutputPump(task.name, self.log_dir / f"{task.name}.log", prefix)
+        pump.attach(proc.stdout, proc.stderr)  # type: ignore[arg-type]
+        self.children[proc.pid] = Child(task, proc, pump)
+        self.on_status(task, "Running", None, [])
+
+    def _running(self) -> bool:
+        return any(c.exit_code is None for c in self.children.values())
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.get(pid)
+            if child is None:
+                continue  # an orphan re-parented to us (PID 1): reaped, nothing to do
+            child.exit_code = exit_code_of(status)
+            child.proc.returncode = child.exit_code
+            self._on_exit(child)
+
+    def _on_exit(self, child: Child) -> None:
+        name, code = child.task.name, child.exit_code or 0
+        if child.stopped_by_agent and self._signal is None:
+            status = "Completed" if self._outcome is None or self._outcome.status == "Completed" \
+                else "Canceled"
+        elif self._signal is not None:
+            status = "Canceled"
+        else:
+            status = "Completed" if code == 0 else "Failed"
+        self.on_status(child.task, status, code, list(child.pump.stderr_tail))
+        self._report(name, status, code)
+        if self._signal is not None or child.stopped_by_agent:
+            return
+        if code != 0:
+            self.log(f"task {name} failed with exit code {code}; stopping the job")
+            self._decide(Outcome(code, "Failed", f"task {name} failed with exit code {code}"))
+            self._stop(lambda c: True)
+        elif name == self.decisive_task:
+            self._decide(Outcome(0, "Completed", f"{name} completed"))
+            if self.servers_only:
+                self.log(f"{name} completed: stopping the servers ({', '.join(sorted(self.servers_only))})")
+            self._stop(lambda c: c.task.name in self.servers_only)
+
+    def _decide(self, outcome: Outcome) -> None:
+        if self._outcome is None:
+            self._outcome = outcome
+
+    def _report(self, task: str, status: str, code: int | None) -> None:
+        if self.control is not None:
+            try:
+                self.control.report(task, status, code)
+            except OSError as e:
+                self.log(f"could not report {task} {status} to the job: {e}")
+
+    def _handle_control(self) -> None:
+        if self.control is None:
+            return
+        event = self.control.next_event(timeout=POLL_INTERVAL)
+        if event is None:
+            return
+        kind = getattr(event, "kind", None)
+        if kind == "finished":
+            self._decide(Outcome(0, "Completed", getattr(event, "message", "job finished")))
+            self._stop(lambda c: c.task.name in self.servers_only)
+        elif kind in ("failed", "lost"):
+            message = getattr(event, "message", str(event))
+            self.log(f"{message}; stopping this node's tasks")
+            self._decide(Outcome(1, "Failed", message))
+            self._stop(lambda c: True)
+
+    def _stop(self, which: Callable[[Child], bool], sig: int = signal.SIGTERM) -> None:
+        for child in self.children.values():
+            if child.exit_code is None and which(child):
+                child.stopped_by_agent = True
+                _killpg(child.proc.pid, sig)
+        if self._kill_at is None:
+            self._kill_at = time.monotonic() + self.grace
+
+    def _handle_signal(self) -> None:
+        if self._signal is None or self._kill_at is not None:
+            return
+        name = signal.Signals(self._signal).name
+        self.log(f"received {name}: forwarding it to the tasks (grace {self.grace:.0f} s)")
+        for child in self.children.values():
+            if child.exit_code is None:
+                _killpg(child.proc.pid, self._signal)
+        self._kill_at = time.monotonic() + self.grace
+
+    def _enforce_deadline(self) -> None:
+        if self._kill_at is None or time.monotonic() < self._kill_at:
+            return
+        for child in self.children.values():
+            if child.exit_code is None:
+                self.log(f"task {child.task.name} still running after the grace period: killing it")
+                _killpg(child.proc.pid, signal.SIGKILL)
+        self._kill_at = float("inf")
+
+    def _final_outcome(self) -> Outcome:
+        codes = {c.task.name: c.exit_code or 0 for c in self.children.values()}
+        if self._signal is not None:
+            return Outcome(128 + self._signal, "Canceled", "stopped by signal", codes)
+        if self._outcome is not None:
+            self._outcome.task_codes = codes
+            return self._outcome
+        worst = max(codes.values(), default=0)
+        return Outcome(worst, "Completed" if worst == 0 else "Failed", "", codes)
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,1 @@
+"""Continuous upload of ./outputs and ./logs to a store (fsspec)."""
