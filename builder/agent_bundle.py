@@ -32,5 +32,7 @@ def agent_package_dir() -> Path:
 
 
 def add_agent(ctx: BuildContext, prefix: str, store_extras: tuple[str, ...] = ()) -> None:
-    ctx.add_bytes(f"{prefix}/requirements.txt", "\n".join(agent_requirements(store_extras)).encode() + b"\n")
+    ctx.add_bytes(
+        f"{prefix}/requirements.txt", "\n".join(agent_requirements(store_extras)).encode() + b"\n"
+    )
     ctx.add_tree(agent_package_dir(), f"{prefix}/tfbuild_agent", ["**/__pycache__", "**/*.pyc"])

@@ -30,41 +30,79 @@ def spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.argument("source_directory", type=click.Path(file_okay=False, path_type=Path)),
         click.argument("script_params", nargs=-1, type=click.UNPROCESSED),
-        click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Spec file (default: SOURCE_DIRECTORY/tfbuild.yaml if present)."),
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Spec file (default: SOURCE_DIRECTORY/tfbuild.yaml if present).",
+        ),
         click.option("--entry-script", help="train.py, run.sh, or '-m package.module'."),
         click.option("--pip", "pip_packages", multiple=True, help="A pip requirement (repeat)."),
         click.option("--conda", "conda_packages", multiple=True, help="A conda package (repeat)."),
-        click.option("--conda-channel", "conda_channels", multiple=True,
-                     help="A conda channel URL or local path (repeat)."),
+        click.option(
+            "--conda-channel",
+            "conda_channels",
+            multiple=True,
+            help="A conda channel URL or local path (repeat).",
+        ),
         click.option("--apt", "apt_packages", multiple=True, help="A Debian package (repeat)."),
-        click.option("--tf-version", "tensorflow_version", help="TensorFlow version, e.g. 2.21."),
+        click.option(
+            "--tf-version",
+            "tensorflow_version",
+            help="TensorFlow version (see `tfbuild versions`).",
+        ),
         click.option("--python-version", help="Python version, e.g. 3.11."),
         click.option("--gpu/--cpu", "use_gpu", default=None, help="Build the GPU variant."),
-        click.option("--base-image", "custom_docker_base_image",
-                     help="Your own base image instead of tfbuild's offline Debian base."),
-        click.option("--backend", "distributed_backend",
-                     type=click.Choice(["none", "mpi", "ps", "multiworker"])),
+        click.option(
+            "--base-image",
+            "custom_docker_base_image",
+            help="Your own base image instead of tfbuild's offline Debian base.",
+        ),
+        click.option(
+            "--backend",
+            "distributed_backend",
+            type=click.Choice(["none", "mpi", "ps", "multiworker"]),
+        ),
         click.option("--node-count", type=int),
         click.option("--process-count-per-node", type=int),
         click.option("--worker-count", type=int),
         click.option("--parameter-server-count", "--ps-count", "parameter_server_count", type=int),
-        click.option("--horovod/--no-horovod", default=None,
-                     help="With --backend mpi: build Horovod (default) or mpi4py only."),
-        click.option("--keras", type=click.Choice(["legacy", "keras3"]),
-                     help="legacy: tf-keras with TF_USE_LEGACY_KERAS=1 (works distributed)."),
+        click.option(
+            "--horovod/--no-horovod",
+            default=None,
+            help="With --backend mpi: build Horovod (default) or mpi4py only.",
+        ),
+        click.option(
+            "--keras",
+            type=click.Choice(["legacy", "keras3"]),
+            help="legacy: tf-keras with TF_USE_LEGACY_KERAS=1 (works distributed).",
+        ),
         click.option("--env", "environment_variables", multiple=True, help="KEY=VALUE (repeat)."),
         click.option("--label", "labels", multiple=True, help="KEY=VALUE (repeat)."),
-        click.option("--ca-cert", "ca_certs", multiple=True,
-                     type=click.Path(dir_okay=False, path_type=Path),
-                     help="Extra CA certificate (PEM) trusted in the build and the image."),
-        click.option("--trust-host-ca/--no-trust-host-ca", "trust_host_ca", default=None,
-                     help="Trust this host's CA bundle in the build and the image."),
-        click.option("--pip-index-url", help="Private index; ${VAR} and ~/.netrc give credentials."),
+        click.option(
+            "--ca-cert",
+            "ca_certs",
+            multiple=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Extra CA certificate (PEM) trusted in the build and the image.",
+        ),
+        click.option(
+            "--trust-host-ca/--no-trust-host-ca",
+            "trust_host_ca",
+            default=None,
+            help="Trust this host's CA bundle in the build and the image.",
+        ),
+        click.option(
+            "--pip-index-url", help="Private index; ${VAR} and ~/.netrc give credentials."
+        ),
         click.option("--pip-extra-index-url", "pip_extra_index_urls", multiple=True),
-        click.option("--upload-extra", "upload_extras", multiple=True,
-                     type=click.Choice(["s3", "azure", "gcs"]),
-                     help="Store backends the agent can upload to (file:// always works)."),
+        click.option(
+            "--upload-extra",
+            "upload_extras",
+            multiple=True,
+            type=click.Choice(["s3", "azure", "gcs"]),
+            help="Store backends the agent can upload to (file:// always works).",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -126,11 +164,19 @@ def engine() -> None:
 
 
 @cli.command()
-@click.option("--suite", default="bookworm", show_default=True,
-              help="Debian release (bookworm has Python 3.11, trixie 3.13).")
+@click.option(
+    "--suite",
+    default="bookworm",
+    show_default=True,
+    help="Debian release (bookworm has Python 3.11, trixie 3.13).",
+)
 @click.option("--tag", help="Image name (default tfbuild/debian:SUITE).")
-@click.option("--mirror", default="http://deb.debian.org/debian", show_default=True,
-              help="Debian mirror; point it at your own on an air-gapped network.")
+@click.option(
+    "--mirror",
+    default="http://deb.debian.org/debian",
+    show_default=True,
+    help="Debian mirror; point it at your own on an air-gapped network.",
+)
 @click.option("--force", is_flag=True, help="Remake the image even if it exists.")
 @handle_errors
 def base(suite: str, tag: str | None, mirror: str, force: bool) -> None:

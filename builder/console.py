@@ -6,8 +6,8 @@ import sys
 
 from rich.console import Console
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
 
 
 def step(message: str) -> None:

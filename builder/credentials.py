@@ -42,7 +42,9 @@ def ca_bundle_files(paths: Iterable[Path]) -> dict[str, bytes]:
     return dict(sorted(out.items()))
 
 
-def resolve_index_url(url: str, environ: dict[str, str] | None = None, netrc_path: str | None = None) -> str:
+def resolve_index_url(
+    url: str, environ: dict[str, str] | None = None, netrc_path: str | None = None
+) -> str:
     """Expand ${VAR} references, then add ~/.netrc credentials for the host when
     the URL carries none. Raises when a referenced variable is unset."""
     env = os.environ if environ is None else environ

@@ -93,9 +93,7 @@ def build(
         if result.cached_steps >= result.steps - _from_count(prepared.dockerfile)
         else f"{result.cached_steps}/{result.steps} steps from the cache"
     )
-    console.step(
-        f"built {tag} in {result.seconds:.1f} s ({cache_note}), {size / 1e6:.0f} MB"
-    )
+    console.step(f"built {tag} in {result.seconds:.1f} s ({cache_note}), {size / 1e6:.0f} MB")
     if push:
         console.step(f"pushing {tag}")
         digest = push_image(client, tag, quiet=quiet)

@@ -9,6 +9,7 @@ also after a failure or Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shlex
 import signal
@@ -83,8 +84,19 @@ class JobLaunch:
         return {**env, **self.env}
 
     def docker_run_argv(self, i: int) -> list[str]:
-        argv = ["docker", "run", "--rm", "--name", self.name(i), "--hostname", self.name(i),
-                "--network", self.network, "--network-alias", self.job]
+        argv = [
+            "docker",
+            "run",
+            "--rm",
+            "--name",
+            self.name(i),
+            "--hostname",
+            self.name(i),
+            "--network",
+            self.network,
+            "--network-alias",
+            self.job,
+        ]
         for host, ctr in self.mounts().items():
             argv += ["-v", f"{host}:{ctr}"]
         for k, v in self.container_env(i).items():
@@ -139,8 +151,10 @@ class LocalJob:
             signal.signal(s, self._on_signal)
         try:
             self._start()
-            threads = [threading.Thread(target=self._stream, args=(c, i), daemon=True)
-                       for i, c in enumerate(self.containers)]
+            threads = [
+                threading.Thread(target=self._stream, args=(c, i), daemon=True)
+                for i, c in enumerate(self.containers)
+            ]
             for t in threads:
                 t.start()
             codes = [self._wait(c) for c in self.containers]
@@ -174,8 +188,9 @@ class LocalJob:
                 network=launch.network,
                 stop_signal="SIGTERM",
                 # The job alias lets DNS discovery find every node under one name.
-                networking_config={launch.network: self.client.api.create_endpoint_config(
-                    aliases=[launch.job])},
+                networking_config={
+                    launch.network: self.client.api.create_endpoint_config(aliases=[launch.job])
+                },
             )
             self.containers.append(container)
         for c in self.containers:
@@ -215,10 +230,8 @@ class LocalJob:
 
     def _stop_all(self) -> None:
         for c in self.containers:
-            try:
+            with contextlib.suppress(docker.errors.APIError):
                 c.stop(timeout=self.launch.grace)
-            except docker.errors.APIError:
-                pass
 
     def _cleanup(self) -> None:
         for c in self.containers:

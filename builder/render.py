@@ -54,6 +54,7 @@ class ImageLayers:
     tensorflow_version: str
     gpu: bool
     tf_requirements: tuple[str, ...]
+    tf_nodeps_requirements: tuple[str, ...]
     mpi: MpiLayer | None
     conda: CondaLayer | None
     pip_packages: tuple[str, ...]
@@ -93,6 +94,11 @@ def image_layers(
 ) -> ImageLayers:
     """Decide every layer's contents from the spec and the compat matrix."""
     base = default_base_image(spec)
+    tf_reqs = compat.tf_pip_requirements(
+        spec.tensorflow_version, gpu=spec.use_gpu, keras=spec.keras
+    )
+    keras_req = compat.tf_keras_requirement(spec.tensorflow_version, keras=spec.keras)
+    nodeps = (keras_req,) if keras_req and not spec.use_gpu else ()
     base_is_tfbuild = base.startswith(TFBUILD_BASE_PREFIX)
     use_mpi = spec.distributed_backend == "mpi"
     os_packages = [] if base_is_tfbuild else list(PYTHON_OS_PACKAGES)
@@ -110,8 +116,14 @@ def image_layers(
     )
     env = {
         "PATH": ":".join(
-            [f"{VENV}/bin", f"{LAYERS}/user/bin", f"{LAYERS}/mpi/bin", f"{LAYERS}/conda/bin",
-             f"{AGENT_VENV}/cmd", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+            [
+                f"{VENV}/bin",
+                f"{LAYERS}/user/bin",
+                f"{LAYERS}/mpi/bin",
+                f"{LAYERS}/conda/bin",
+                f"{AGENT_VENV}/cmd",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            ]
         ),
         "PYTHONUNBUFFERED": "1",
         **compat.runtime_env(spec.tensorflow_version, keras=spec.keras),
@@ -135,9 +147,8 @@ def image_layers(
         os_packages=tuple(os_packages),
         tensorflow_version=spec.tensorflow_version,
         gpu=spec.use_gpu,
-        tf_requirements=tuple(
-            compat.tf_pip_requirements(spec.tensorflow_version, gpu=spec.use_gpu, keras=spec.keras)
-        ),
+        tf_requirements=tuple(r for r in tf_reqs if r not in nodeps),
+        tf_nodeps_requirements=nodeps,
         mpi=mpi,
         conda=conda,
         pip_packages=spec.pip_packages,

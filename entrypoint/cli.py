@@ -1,7 +1,7 @@
 """`tfbuild-agent`: the entrypoint of every tfbuild image.
 
-    tfbuild-agent run [--] [SCRIPT ARGS...]   discover peers, run the entry script
-    tfbuild-agent describe                    print what discovery finds, and the plan
+tfbuild-agent run [--] [SCRIPT ARGS...]   discover peers, run the entry script
+tfbuild-agent describe                    print what discovery finds, and the plan
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"tfbuild-agent {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run the entry script as this node's part of the job")
-    run.add_argument("script_args", nargs=argparse.REMAINDER,
-                     help="arguments for the entry script (merged over the baked params)")
+    run.add_argument(
+        "script_args",
+        nargs=argparse.REMAINDER,
+        help="arguments for the entry script (merged over the baked params)",
+    )
     sub.add_parser("describe", help="print what discovery finds and the resulting plan (JSON)")
     return p
 

@@ -31,8 +31,10 @@ def _job(env: Mapping[str, str]) -> JobSpec:
 def describe_job(env: Mapping[str, str]) -> dict[str, Any]:
     job = _job(env)
     ctx = DiscoveryContext.from_environ(job, env)
-    out: dict[str, Any] = {"job": vars(job) | {"environment": dict(job.environment)},
-                           "sources": describe_sources(ctx)}
+    out: dict[str, Any] = {
+        "job": vars(job) | {"environment": dict(job.environment)},
+        "sources": describe_sources(ctx),
+    }
     membership = discover(ctx, rendezvous=rendezvous_source)
     out["membership"] = membership.describe()
     p = plan(membership, job)
@@ -40,8 +42,10 @@ def describe_job(env: Mapping[str, str]) -> dict[str, Any]:
         "backend": p.backend,
         "node_rank": p.node_rank,
         "world_size": p.world_size,
-        "tasks": [{"name": t.name, "rank": t.rank, "local_rank": t.local_rank, "env": dict(t.env)}
-                  for t in p.tasks],
+        "tasks": [
+            {"name": t.name, "rank": t.rank, "local_rank": t.local_rank, "env": dict(t.env)}
+            for t in p.tasks
+        ],
         "cluster": p.cluster,
         "decisive_task": p.decisive_task,
     }
@@ -86,8 +90,11 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
     run_id = run_id_for(env, membership)
     argv = merge_script_params(job.script_params, script_args)
     control = None
-    if membership.node_count > 1 and membership.process is None \
-            and env.get("TFBUILD_CONTROL", "on") != "off":
+    if (
+        membership.node_count > 1
+        and membership.process is None
+        and env.get("TFBUILD_CONTROL", "on") != "off"
+    ):
         control = open_control(membership, job, env, log, timeout=ctx.timeout)
 
     primary = the_plan.tasks[0] if the_plan.tasks else None
@@ -101,7 +108,9 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
         )
         if status != rec["status"]:
             rec = runrecord.transition(
-                rec, status, exit_code=code,
+                rec,
+                status,
+                exit_code=code,
                 stderr_tail="\n".join(tail) if status == "Failed" else None,
             )
         records[task.name] = rec
@@ -131,15 +140,23 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
         if syncer is not None:
             report = syncer.close()
             if report.missing:
-                log(f"{len(report.missing)} file(s) could not be uploaded; they stay in "
-                    f"{workdir} and are listed in the run record")
+                log(
+                    f"{len(report.missing)} file(s) could not be uploaded; they stay in "
+                    f"{workdir} and are listed in the run record"
+                )
     if outcome.status != "Completed":
         log(f"job {outcome.status.lower()}: {outcome.reason}")
     return outcome.exit_code
 
 
-def _start_syncer(env: Mapping[str, str], run_id: str, the_plan: Plan, primary: Task | None,
-                  workdir: Path, log: Any) -> Any:
+def _start_syncer(
+    env: Mapping[str, str],
+    run_id: str,
+    the_plan: Plan,
+    primary: Task | None,
+    workdir: Path,
+    log: Any,
+) -> Any:
     dest = env.get("TFBUILD_UPLOAD_TO")
     if not dest or primary is None:
         return None

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -151,8 +152,11 @@ class Supervisor:
     def _on_exit(self, child: Child) -> None:
         name, code = child.task.name, child.exit_code or 0
         if child.stopped_by_agent and self._signal is None:
-            status = "Completed" if self._outcome is None or self._outcome.status == "Completed" \
+            status = (
+                "Completed"
+                if self._outcome is None or self._outcome.status == "Completed"
                 else "Canceled"
+            )
         elif self._signal is not None:
             status = "Canceled"
         else:
@@ -168,7 +172,8 @@ class Supervisor:
         elif name == self.decisive_task:
             self._decide(Outcome(0, "Completed", f"{name} completed"))
             if self.servers_only:
-                self.log(f"{name} completed: stopping the servers ({', '.join(sorted(self.servers_only))})")
+                servers = ", ".join(sorted(self.servers_only))
+                self.log(f"{name} completed: stopping the servers ({servers})")
             self._stop(lambda c: c.task.name in self.servers_only)
 
     def _decide(self, outcome: Outcome) -> None:
@@ -237,7 +242,5 @@ class Supervisor:
 
 
 def _killpg(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass

@@ -25,7 +25,9 @@ def test_non_pem_file_is_refused_with_the_conversion_hint(tmp_path):
 
 def test_env_references_expand_and_missing_ones_are_named():
     url = "https://${IDX_USER}:${IDX_TOKEN}@pypi.example/simple"
-    got = resolve_index_url(url, {"IDX_USER": "me", "IDX_TOKEN": "s/cr t"}, netrc_path="/nonexistent")
+    got = resolve_index_url(
+        url, {"IDX_USER": "me", "IDX_TOKEN": "s/cr t"}, netrc_path="/nonexistent"
+    )
     assert got == "https://me:s%2Fcr%20t@pypi.example/simple"
     with pytest.raises(TfbuildError, match=r"\$\{IDX_TOKEN\}"):
         resolve_index_url(url, {"IDX_USER": "me"})

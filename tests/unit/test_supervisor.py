@@ -13,8 +13,10 @@ SLEEPER = "import time,sys; print('serving', flush=True); time.sleep(60)"
 
 
 def make(tmp_path, scripts, decisive=None, servers=(), grace=5.0, control=None):
-    tasks = [Task(role=name.split("-")[0], index=int(name.split("-")[1]), rank=i, local_rank=i)
-             for i, name in enumerate(scripts)]
+    tasks = [
+        Task(role=name.split("-")[0], index=int(name.split("-")[1]), rank=i, local_rank=i)
+        for i, name in enumerate(scripts)
+    ]
     statuses = []
     sup = Supervisor(
         tasks,
@@ -41,9 +43,13 @@ def test_exit_code_convention():
 def test_chief_success_stops_servers_and_job_completes(tmp_path):
     sup, statuses = make(
         tmp_path,
-        {"chief-0": "import time; time.sleep(0.5); print('done')", "ps-0": SLEEPER,
-         "worker-0": SLEEPER},
-        decisive="chief-0", servers=("ps-0", "worker-0"),
+        {
+            "chief-0": "import time; time.sleep(0.5); print('done')",
+            "ps-0": SLEEPER,
+            "worker-0": SLEEPER,
+        },
+        decisive="chief-0",
+        servers=("ps-0", "worker-0"),
     )
     started = time.monotonic()
     outcome = sup.run()

@@ -1,0 +1,131 @@
+import pytest
+from discovery_fakes import make_ctx
+
+from tfbuild_agent.discovery import mpi
+from tfbuild_agent.errors import DiscoveryError
+from tfbuild_agent.hostlist import is_placeholder
+from tfbuild_agent.membership import ProcessIdentity
+
+# What Open MPI 4.1 exports to rank 5 of `mpirun -np 8 -H node-a:4,node-b:4 ...`.
+OPEN_MPI_RANK5 = {
+    "OMPI_COMM_WORLD_RANK": "5",
+    "OMPI_COMM_WORLD_SIZE": "8",
+    "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+    "OMPI_COMM_WORLD_LOCAL_SIZE": "4",
+    "OMPI_COMM_WORLD_NODE_RANK": "1",
+    "OMPI_UNIVERSE_SIZE": "8",
+    "OMPI_MCA_orte_ess_num_procs": "8",
+    "OMPI_MCA_orte_hnp_uri": "1645740032.0;tcp://10.0.0.2:42101",
+    "PMIX_RANK": "5",
+    "PMIX_NAMESPACE": "1645740033",
+}
+
+
+def test_not_applicable_without_launcher_variables():
+    assert mpi.discover(make_ctx({"PMIX_RANK": "3"})) is None
+
+
+def test_open_mpi_with_readable_hostfile():
+    env = {**OPEN_MPI_RANK5, "OMPI_MCA_orte_default_hostfile": "/etc/mpi/hostfile"}
+    files = {"/etc/mpi/hostfile": "node-a slots=4\nnode-b slots=4\n"}
+    m = mpi.discover(make_ctx(env, hostname="node-b", files=files))
+    assert m.source == "mpi"
+    assert m.hosts == ("node-a", "node-b")
+    assert m.slots == (4, 4)
+    assert m.node_rank == 1
+    assert m.process == ProcessIdentity(rank=5, world_size=8, local_rank=1, local_size=4)
+
+
+def test_open_mpi_node_from_slots_when_hostname_differs():
+    env = {**OPEN_MPI_RANK5, "OMPI_MCA_prte_default_hostfile": "/hf"}
+    ctx = make_ctx(
+        env,
+        hostname="0a1b2c3d",
+        addresses=["172.18.0.9"],
+        files={"/hf": "10.0.0.2 slots=4\n10.0.0.3 slots=4\n"},
+    )
+    assert mpi.discover(ctx).node_rank == 1
+
+
+def test_open_mpi_hostfile_only_on_launcher_gives_placeholders():
+    env = {**OPEN_MPI_RANK5, "OMPI_MCA_orte_default_hostfile": "/etc/mpi/hostfile"}
+    m = mpi.discover(make_ctx(env, hostname="worker-1"))
+    assert m.node_rank == 1
+    assert m.hosts[1] == "worker-1"
+    assert is_placeholder(m.hosts[0]) and len(m.hosts) == 2
+    assert ("OMPI_MCA_orte_default_hostfile", "/etc/mpi/hostfile (not readable here)") in m.evidence
+
+
+def test_hydra_pmi_with_local_ranks():
+    env = {
+        "PMI_RANK": "3",
+        "PMI_SIZE": "4",
+        "MPI_LOCALRANKID": "1",
+        "MPI_LOCALNRANKS": "2",
+        "PMI_FD": "7",
+        "HYDRA_HOST_FILE": "/tmp/hosts",
+    }
+    m = mpi.discover(make_ctx(env, hostname="h2", files={"/tmp/hosts": "h1:2\nh2:2\n"}))
+    assert m.hosts == ("h1", "h2") and m.node_rank == 1
+    assert m.process == ProcessIdentity(3, 4, 1, 2)
+
+
+def test_srun_pmi2_uses_the_slurm_node_list():
+    # srun --mpi=pmi2 -N2 --ntasks-per-node=2 on nodes gpu[01-02]: task 2 of 4.
+    env = {
+        "PMI_RANK": "2",
+        "PMI_SIZE": "4",
+        "PMI_FD": "12",
+        "PMI_JOBID": "4242.0",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_STEP_ID": "0",
+        "SLURM_PROCID": "2",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "1",
+        "SLURM_NTASKS": "4",
+        "SLURM_STEP_NODELIST": "gpu[01-02]",
+        "SLURM_STEP_TASKS_PER_NODE": "2(x2)",
+        "SLURM_JOB_NODELIST": "gpu[01-02]",
+        "SLURM_TASKS_PER_NODE": "2(x2)",
+    }
+    m = mpi.discover(make_ctx(env, hostname="gpu02"))
+    assert m.hosts == ("gpu01", "gpu02") and m.slots == (2, 2) and m.node_rank == 1
+    assert m.process == ProcessIdentity(2, 4, 0, 2)
+
+
+def test_local_size_falls_back_to_process_count_per_node():
+    env = {"PMI_RANK": "5", "PMI_SIZE": "6"}
+    m = mpi.discover(make_ctx(env, hostname="me", process_count_per_node=3))
+    assert m.process == ProcessIdentity(5, 6, 2, 3)
+    assert m.node_rank == 1 and len(m.hosts) == 2 and m.hosts[1] == "me"
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"OMPI_COMM_WORLD_RANK": "1"}, "OMPI_COMM_WORLD_SIZE is not"),
+        ({"OMPI_COMM_WORLD_RANK": "4", "OMPI_COMM_WORLD_SIZE": "4"}, "not below"),
+        ({"PMI_RANK": "x", "PMI_SIZE": "2"}, "PMI_RANK='x'"),
+        (
+            {
+                "OMPI_COMM_WORLD_RANK": "0",
+                "OMPI_COMM_WORLD_SIZE": "4",
+                "OMPI_COMM_WORLD_LOCAL_RANK": "2",
+                "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+            },
+            "local rank 2",
+        ),
+    ],
+)
+def test_broken_launcher_environment(env, fragment):
+    with pytest.raises(DiscoveryError, match=fragment):
+        mpi.discover(make_ctx(env))
+
+
+def test_rank_outside_hostfile_slots():
+    env = {**OPEN_MPI_RANK5, "OMPI_MCA_orte_default_hostfile": "/hf"}
+    ctx = make_ctx(
+        env, hostname="elsewhere", addresses=["10.1.1.1"], files={"/hf": "a slots=2\nb slots=2\n"}
+    )
+    with pytest.raises(DiscoveryError, match="rank 5 of 8 does not fit the 4 slots"):
+        mpi.discover(ctx)

@@ -1,0 +1,465 @@
+"""Every validation error names the field, the bad value and the fix."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tfbuild.compat import Matrix
+from tfbuild.spec import SpecError, load_spec, spec_from_mapping
+
+COMPAT_YAML = Path(__file__).resolve().parents[2] / "base-images" / "compat.yaml"
+
+
+@pytest.fixture
+def proj(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "train.py").write_text("print('hi')\n")
+    return root
+
+
+def fails(proj: Path, **data) -> SpecError:
+    data.setdefault("entry_script", "train.py")
+    with pytest.raises(SpecError) as e:
+        spec_from_mapping(data, proj)
+    return e.value
+
+
+def test_message_format_from_the_issue(proj, monkeypatch):
+    (proj / "tfbuild.yaml").write_text("entry_script: train.py\ndistributed_backend: pss\n")
+    monkeypatch.chdir(proj)
+    with pytest.raises(SpecError) as e:
+        load_spec(".")
+    assert str(e.value) == (
+        "tfbuild.yaml: distributed_backend: 'pss' is not a backend; "
+        "use one of none, mpi, ps, multiworker"
+    )
+    assert (e.value.field, e.value.value) == ("distributed_backend", "pss")
+    assert e.value.fix == "use one of none, mpi, ps, multiworker"
+
+
+def test_errors_name_the_file_they_come_from(proj):
+    (proj / "tfbuild.yaml").write_text("entry_script: train.py\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(proj, {"node_count": 0})
+    assert e.value.source == "command line"
+    (proj / "tfbuild.yaml").write_text("entry_script: train.py\nnode_count: 0\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(proj)
+    assert e.value.source == str(proj / "tfbuild.yaml")
+
+
+# Source directory
+
+
+def test_missing_source_directory(tmp_path):
+    with pytest.raises(SpecError) as e:
+        load_spec(tmp_path / "nope", {"entry_script": "train.py"})
+    assert e.value.field == "source_directory"
+    assert "does not exist" in str(e.value)
+    assert "tfbuild image my-tf-proj" in e.value.fix
+
+
+def test_source_directory_that_is_a_file(proj):
+    with pytest.raises(SpecError, match="is not a directory"):
+        load_spec(proj / "train.py")
+
+
+def test_spec_from_mapping_checks_the_directory_too(tmp_path):
+    with pytest.raises(SpecError) as e:
+        spec_from_mapping({"entry_script": "train.py"}, tmp_path / "gone")
+    assert e.value.field == "source_directory"
+
+
+# Entry script
+
+
+def test_entry_script_not_set(proj):
+    with pytest.raises(SpecError) as e:
+        spec_from_mapping({}, proj)
+    assert e.value.field == "entry_script"
+    assert "is not set" in str(e.value) and "entry_script: train.py" in e.value.fix
+
+
+def test_entry_script_missing_suggests_a_close_name(proj):
+    e = fails(proj, entry_script="trian.py")
+    assert e.field == "entry_script" and e.value == "trian.py"
+    assert "does not exist" in str(e)
+    assert "did you mean 'train.py'?" in e.fix
+
+
+def test_entry_script_parent_escape(proj):
+    (proj.parent / "x.py").write_text("")
+    e = fails(proj, entry_script="../x.py")
+    assert "outside the source directory" in str(e)
+
+
+def test_entry_script_absolute_path(proj):
+    e = fails(proj, entry_script=str(proj / "train.py"))
+    assert "is an absolute path" in str(e)
+    assert "e.g. train.py" in e.fix
+
+
+def test_entry_script_symlink_escaping(proj, tmp_path):
+    outside = tmp_path / "secret.py"
+    outside.write_text("")
+    os.symlink(outside, proj / "link.py")
+    e = fails(proj, entry_script="link.py")
+    assert "outside the source directory" in str(e)
+
+
+def test_entry_script_symlink_inside_is_fine(proj):
+    os.symlink(proj / "train.py", proj / "main.py")
+    assert spec_from_mapping({"entry_script": "main.py"}, proj).entry_script == "main.py"
+
+
+def test_entry_script_wrong_kind(proj):
+    (proj / "train.ipynb").write_text("{}")
+    e = fails(proj, entry_script="train.ipynb")
+    assert "neither a .py nor a .sh file" in str(e) and "-m package.module" in e.fix
+
+
+def test_entry_script_with_arguments_points_to_script_params(proj):
+    e = fails(proj, entry_script="train.py --epochs 3")
+    assert "has arguments" in str(e) and "script_params" in e.fix
+
+
+def test_entry_script_directory(proj):
+    (proj / "pkg.py").mkdir()
+    assert "is not a file" in str(fails(proj, entry_script="pkg.py"))
+
+
+def test_entry_module_name(proj):
+    e = fails(proj, entry_script="-m 1bad.name")
+    assert "'1bad.name' is not a module name" in str(e)
+
+
+# TensorFlow, Python, GPU
+
+
+def test_unknown_tensorflow_version_lists_known_ones(proj):
+    e = fails(proj, tensorflow_version="2.22")
+    assert e.field == "tensorflow_version" and e.value == "2.22"
+    assert "is not a TensorFlow version tfbuild knows" in str(e)
+    assert "2.15.1" in e.fix and "2.21.0" in e.fix
+    assert "did you mean" in e.fix
+
+
+def test_python_version_tf_does_not_support(proj):
+    e = fails(proj, tensorflow_version="2.15", python_version="3.13")
+    assert e.field == "python_version"
+    assert "TensorFlow 2.15.1 does not support Python 3.13" in str(e)
+    assert "use one of 3.9, 3.10, 3.11" in e.fix
+
+
+def test_python_version_without_debian_suite_needs_custom_base(proj):
+    e = fails(proj, tensorflow_version="2.18", python_version="3.12")
+    assert "no Debian suite" in str(e)
+    assert "3.11 (bookworm)" in e.fix and "custom_docker_base_image" in e.fix
+
+
+def test_python_version_must_be_major_minor(proj):
+    e = fails(proj, python_version="3.11.4")
+    assert "not a major.minor Python version" in str(e)
+
+
+def test_use_gpu_without_gpu_build(proj):
+    data = yaml.safe_load(COMPAT_YAML.read_text())
+    data["tensorflow"]["2.15.1"]["gpu"] = False
+    matrix = Matrix.from_mapping(data)
+    with pytest.raises(SpecError) as e:
+        spec_from_mapping(
+            {"entry_script": "train.py", "tensorflow_version": "2.15", "use_gpu": True},
+            proj,
+            matrix=matrix,
+        )
+    assert e.value.field == "use_gpu"
+    assert "TensorFlow 2.15.1 has no GPU build" in str(e.value)
+    assert "2.16.2" in e.value.fix and "use_gpu: false" in e.value.fix
+
+
+def test_keras3_needs_a_keras3_release(proj):
+    e = fails(proj, tensorflow_version="2.15", keras="keras3")
+    assert e.field == "keras" and "Keras 2 only" in str(e)
+
+
+def test_unknown_keras_mode(proj):
+    assert "is not a Keras mode" in str(fails(proj, keras="keras2"))
+
+
+# Distribution
+
+
+def test_mpi_horovod_on_unsupported_tf(proj):
+    e = fails(proj, tensorflow_version="2.21", distributed_backend="mpi")
+    assert e.field == "distributed_backend"
+    assert "Horovod cannot be built against TensorFlow 2.21.0" in str(e)
+    assert "2.15.1, 2.16.2, 2.17.1, 2.18.1" in e.fix
+    assert "multiworker" in e.fix and "horovod: false" in e.fix
+
+
+def test_explicit_horovod_on_unsupported_tf_blames_horovod(proj):
+    e = fails(proj, tensorflow_version="2.19", distributed_backend="mpi", horovod=True)
+    assert e.field == "horovod"
+    assert "Horovod cannot be built against TensorFlow 2.19.1" in str(e)
+
+
+def test_horovod_needs_the_mpi_backend(proj):
+    e = fails(proj, tensorflow_version="2.18", distributed_backend="multiworker", horovod=True)
+    assert e.field == "horovod"
+    assert "distributed_backend is 'multiworker'" in str(e)
+    assert "distributed_backend: mpi" in e.fix
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"worker_count": 0, "parameter_server_count": 1}, "worker_count"),
+        ({"worker_count": 2, "parameter_server_count": 0}, "parameter_server_count"),
+        ({"worker_count": 2}, "parameter_server_count"),
+    ],
+)
+def test_ps_needs_workers_and_servers(proj, data, field):
+    e = fails(proj, distributed_backend="ps", **data)
+    assert e.field == field
+    assert "the ps backend needs at least one" in str(e)
+    assert f"set {field}: 1 or more" in e.fix
+
+
+def test_ps_with_both_counts_is_fine(proj):
+    spec = spec_from_mapping(
+        {
+            "entry_script": "train.py",
+            "distributed_backend": "ps",
+            "worker_count": 2,
+            "parameter_server_count": 1,
+        },
+        proj,
+    )
+    assert (spec.worker_count, spec.parameter_server_count) == (2, 1)
+
+
+@pytest.mark.parametrize("field", ["node_count", "process_count_per_node"])
+def test_counts_below_one(proj, field):
+    e = fails(proj, **{field: 0})
+    assert e.field == field and e.value == 0
+    assert "0 is less than 1" in str(e) and "1 or more" in e.fix
+
+
+def test_negative_worker_count(proj):
+    assert fails(proj, worker_count=-1).field == "worker_count"
+
+
+# Types
+
+
+def test_count_that_is_not_a_number(proj):
+    e = fails(proj, node_count="two")
+    assert str(e) == (
+        "tfbuild.yaml: node_count: 'two' is not a whole number; write a number, e.g. node_count: 2"
+    )
+
+
+def test_count_that_is_a_boolean(proj):
+    assert "is not a whole number" in str(fails(proj, node_count=True))
+
+
+def test_digit_strings_are_counts(proj):
+    spec = spec_from_mapping({"entry_script": "train.py", "node_count": "3"}, proj)
+    assert spec.node_count == 3
+
+
+def test_flag_that_is_not_a_boolean(proj):
+    e = fails(proj, use_gpu="maybe")
+    assert "'maybe' is not true or false" in str(e)
+
+
+def test_list_field_given_a_mapping(proj):
+    e = fails(proj, pip_packages={"numpy": 1})
+    assert e.field == "pip_packages" and "is not a list" in str(e)
+
+
+def test_script_params_given_a_number(proj):
+    assert "neither a list of arguments nor a mapping" in str(fails(proj, script_params=5))
+
+
+def test_script_params_nested_mapping(proj):
+    e = fails(proj, script_params={"--opt": {"a": 1}})
+    assert "the value of --opt is a dict" in str(e)
+
+
+def test_text_field_given_a_list(proj):
+    assert "is not a text value" in str(fails(proj, tensorflow_version=["2.18"]))
+
+
+def test_mapping_field_given_a_list(proj):
+    e = fails(proj, environment_variables=["A=1"])
+    assert "is not a mapping" in str(e)
+
+
+# Unknown keys
+
+
+def test_unknown_key_suggests_the_close_one(proj):
+    e = fails(proj, node_cout=2)
+    assert e.field == "node_cout"
+    assert "'node_cout' is not a tfbuild key" in str(e)
+    assert "did you mean 'node_count'?" in e.fix
+
+
+def test_estimator_names_get_a_hint(proj):
+    assert "tensorflow_version" in fails(proj, framework_version="2.18").fix
+    assert "Azure ML run setting" in fails(proj, compute_target="gpu-cluster").fix
+
+
+# Packages
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("pip_packages", "numpy>=>1"),
+        ("pip_packages", "scikit learn"),
+        ("conda_packages", "numpy >= 1.2"),
+        ("conda_packages", "numpy[version='>=1']"),
+        ("apt_packages", "Curl"),
+        ("apt_packages", "curl=latest"),
+    ],
+)
+def test_malformed_package_specifiers(proj, field, bad):
+    e = fails(proj, **{field: ["ok-package", bad]})
+    assert e.field == field and e.value == bad
+    assert repr(bad) in str(e) and e.fix
+
+
+@pytest.mark.parametrize("field", ["pip_packages", "conda_packages"])
+def test_user_packages_cannot_replace_tensorflow(proj, field):
+    e = fails(proj, **{field: ["tensorflow-cpu==2.0"]})
+    assert "would replace the image's TensorFlow" in str(e)
+    assert "tensorflow_version" in e.fix
+
+
+def test_conda_channel_missing_directory(proj):
+    e = fails(proj, conda_channels=["./nowhere"])
+    assert e.field == "conda_channels" and "is not a directory" in str(e)
+
+
+def test_conda_channel_without_repodata(proj):
+    (proj / "chan").mkdir()
+    e = fails(proj, conda_channels=["./chan"])
+    assert "not a conda channel" in str(e) and "index" in e.fix
+
+
+def test_conda_channel_file_url(proj):
+    (proj / "chan" / "linux-64").mkdir(parents=True)
+    (proj / "chan" / "linux-64" / "repodata.json").write_text("{}")
+    spec = spec_from_mapping(
+        {"entry_script": "train.py", "conda_channels": [f"file://{proj / 'chan'}"]}, proj
+    )
+    assert spec.conda_channels == (str((proj / "chan").resolve()),)
+
+
+def test_conda_channel_garbage(proj):
+    assert "not a channel name, URL or path" in str(fails(proj, conda_channels=["a b"]))
+
+
+# Other fields
+
+
+def test_reserved_environment_variables(proj):
+    assert "the agent writes it" in fails(proj, environment_variables={"TF_CONFIG": "{}"}).fix
+    e = fails(proj, environment_variables={"TF_USE_LEGACY_KERAS": "0"})
+    assert "keras: keras3" in e.fix
+
+
+def test_bad_environment_variable_name(proj):
+    e = fails(proj, environment_variables={"1ABC": "x"})
+    assert "'1ABC' is not a valid variable name" in str(e)
+
+
+def test_bad_label_key(proj):
+    assert "is not a label key" in str(fails(proj, labels={"my label": "x"}))
+
+
+@pytest.mark.parametrize("tag", ["Team/Train:1", "localhost:5000/team/train:1:2", "-x"])
+def test_bad_image_tag(proj, tag):
+    e = fails(proj, tag=tag)
+    assert e.field == "tag" and "is not a valid image reference" in str(e)
+
+
+def test_tag_with_uppercase_explains_why(proj):
+    assert "lower case" in str(fails(proj, tag="Team/Train:1"))
+
+
+def test_custom_base_image_may_have_a_digest(proj):
+    ref = "localhost:5000/base@sha256:" + "a" * 64
+    spec = spec_from_mapping({"entry_script": "train.py", "custom_docker_base_image": ref}, proj)
+    assert spec.custom_docker_base_image == ref
+
+
+def test_bad_index_url(proj):
+    e = fails(proj, pip_index_url="pypi.example.com/simple")
+    assert e.field == "pip_index_url" and "not an http(s) or file URL" in str(e)
+
+
+def test_missing_ca_cert(proj):
+    e = fails(proj, ca_certs=["corp.pem"])
+    assert e.field == "ca_certs" and "is not a file" in str(e)
+
+
+def test_unknown_upload_extra(proj):
+    e = fails(proj, upload_extras=["gsc"])
+    assert "'gsc' is not an upload backend" in str(e) and "did you mean 'gcs'?" in e.fix
+
+
+# The file itself
+
+
+def test_yaml_syntax_error_reports_line_and_column(proj):
+    (proj / "tfbuild.yaml").write_text("entry_script: train.py\nnode_count: 2\n  bad: indent\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(proj)
+    assert (e.value.line, e.value.column) == (3, 6)
+    assert "line 3, column 6: YAML syntax error: mapping values are not allowed" in str(e.value)
+    assert str(e.value).startswith(str(proj / "tfbuild.yaml"))
+
+
+def test_file_that_is_not_a_mapping(proj):
+    (proj / "tfbuild.yaml").write_text("- entry_script: train.py\n")
+    with pytest.raises(SpecError, match="the file holds a list, not a mapping of keys"):
+        load_spec(proj)
+
+
+def test_duplicate_keys(proj):
+    (proj / "tfbuild.yaml").write_text("node_count: 1\nentry_script: train.py\nnode_count: 2\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(proj)
+    assert "duplicate key 'node_count' (first given on line 1)" in str(e.value)
+    assert e.value.line == 3
+
+
+def test_file_that_is_not_utf8(proj):
+    (proj / "tfbuild.yaml").write_bytes(b"entry_script: \xff\xfe\n")
+    with pytest.raises(SpecError, match="is not UTF-8 text"):
+        load_spec(proj)
+
+
+def test_unreadable_file(proj):
+    (proj / "tfbuild.yaml").mkdir()
+    with pytest.raises(SpecError, match="cannot be read"):
+        load_spec(proj)
+
+
+def test_missing_explicit_config_file(proj):
+    with pytest.raises(SpecError, match="the config file does not exist"):
+        load_spec(proj, config_file=proj / "nope.yaml")
+
+
+def test_python_objects_in_yaml_are_refused(proj):
+    (proj / "tfbuild.yaml").write_text("entry_script: !!python/object/apply:os.getcwd []\n")
+    with pytest.raises(SpecError, match="YAML syntax error"):
+        load_spec(proj)
