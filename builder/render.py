@@ -138,7 +138,7 @@ def image_layers(
         "org.opencontainers.image.title": spec.tag or spec.source_directory.name,
         "io.tfbuild.version": __version__,
         "io.tfbuild.source-digest": source_digest,
-        "io.tfbuild.spec": json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":")),
+        "io.tfbuild.spec": json.dumps(label_spec(spec), sort_keys=True, separators=(",", ":")),
         **dict(spec.labels),
     }
     return ImageLayers(
@@ -158,6 +158,18 @@ def image_layers(
         env=env,
         labels=labels,
     )
+
+
+def label_spec(spec: BuildSpec) -> dict[str, Any]:
+    """The spec for the image label, free of this machine's paths: the same project
+    built from two checkouts gets the same label (and so the same cached last step)."""
+    out = spec.to_dict()
+    out["source_directory"] = spec.source_directory.name
+    out["ca_certs"] = [Path(p).name for p in spec.ca_certs]
+    out["conda_channels"] = [
+        Path(c).name if c.startswith("/") else c for c in out["conda_channels"]
+    ]
+    return out
 
 
 def _mpi_layer(spec: BuildSpec) -> MpiLayer:

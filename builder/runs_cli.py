@@ -1,0 +1,212 @@
+"""`tfbuild runs ...`: the run history in a store (the estimator's Run / run.download_file)."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from . import console
+from .errors import TfbuildError
+from .runs import (
+    RunView,
+    download,
+    format_duration,
+    list_runs,
+    load_run,
+    mirror,
+    open_runs,
+    tail_logs,
+    tensorboard_keys,
+)
+
+_STYLE = {"Completed": "green", "Failed": "red", "Canceled": "yellow", "Running": "cyan"}
+
+
+def _errors(f: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except TfbuildError as e:
+            console.fail(str(e))
+            sys.exit(e.exit_code)
+
+    return wrapper
+
+
+def _status(status: str) -> str:
+    style = _STYLE.get(status)
+    return f"[{style}]{status}[/]" if style else status
+
+
+def _when(stamp: str | None) -> str:
+    return stamp.replace("T", " ").rsplit(".", 1)[0] + "Z" if stamp else "-"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@click.group()
+def runs() -> None:
+    """The runs in a store: list, show, download, logs, tensorboard.
+
+    \b
+    DEST is the URI the jobs uploaded to (--upload-to / TFBUILD_UPLOAD_TO):
+    file:///mnt/runs, s3://bucket/runs, az://container/runs, gs://bucket/runs.
+    Credentials and endpoints come from the environment, as for the agent.
+    """
+
+
+@runs.command("list")
+@click.argument("dest")
+@_errors
+def list_cmd(dest: str) -> None:
+    """List the runs under DEST, oldest first."""
+    views = list_runs(open_runs(dest))
+    if not views:
+        console.err.print(f"no runs in {dest} yet")
+        return
+    table = Table("run", "status", "tasks", "started (UTC)", "duration", box=None)
+    for v in views:
+        table.add_row(v.run_id, _status(v.status), str(len(v.tasks)), _when(v.start_time),
+                      format_duration(v.duration))
+    console.out.print(table)
+
+
+def _print_run(v: RunView) -> None:
+    console.out.print(f"[bold]{v.run_id}[/]  {_status(v.status)}  started {_when(v.start_time)}"
+                      f"  duration {format_duration(v.duration)}")
+    tasks = Table("task", "role", "rank", "status", "exit code", "duration", box=None)
+    for t in v.tasks:
+        tasks.add_row(t.task, t.role or "-", "-" if t.rank is None else str(t.rank),
+                      _status(t.status), "-" if t.exit_code is None else str(t.exit_code),
+                      format_duration(t.duration))
+    console.out.print(tasks)
+    files = Table("file", "size", box=None)
+    for key in sorted(v.files):
+        files.add_row(key, _size(v.files[key]))
+    console.out.print(files if v.files else "[dim]no files uploaded[/]")
+    for t in v.tasks:
+        for m in t.missing_uploads:
+            console.warn(f"{t.task}: {m.get('path')} ({_size(int(m.get('bytes') or 0))}) never "
+                         f"reached the store: {m.get('error')}")
+        if t.status == "Failed" and t.stderr_tail:
+            console.err.print(f"[dim]last stderr of {t.task}:[/]")
+            console.err.print(t.stderr_tail.rstrip(), markup=False, highlight=False)
+
+
+@runs.command()
+@click.argument("dest")
+@click.argument("run_id", metavar="RUN")
+@_errors
+def show(dest: str, run_id: str) -> None:
+    """Status, tasks with exit codes and durations, and files of RUN."""
+    _print_run(load_run(open_runs(dest), run_id))
+
+
+@runs.command("download")
+@click.argument("dest")
+@click.argument("run_id", metavar="RUN")
+@click.argument("path", required=False, default="")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("."), show_default=True, help="Folder to download into.")
+@_errors
+def download_cmd(dest: str, run_id: str, path: str, out_dir: Path) -> None:
+    """Download PATH of RUN (a file, a folder such as outputs, or the whole run).
+
+    \b
+    tfbuild runs download s3://b/runs run-42 outputs/model.h5 -o .   # ./model.h5
+    tfbuild runs download s3://b/runs run-42 outputs -o out           # out/outputs/...
+    tfbuild runs download s3://b/runs run-42                          # ./run-42/...
+    """
+    written = download(open_runs(dest), run_id, path, out_dir)
+    for p in written:
+        console.out.print(str(p), markup=False, highlight=False)
+    console.step(f"{len(written)} file(s) from {run_id}")
+
+
+@runs.command()
+@click.argument("dest")
+@click.argument("run_id", metavar="RUN")
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing new lines until every task of the run has finished.")
+@click.option("--interval", type=float, default=2.0, show_default=True,
+              help="Seconds between polls of the store with --follow.")
+@click.option("--timeout", type=float, default=24 * 3600.0, show_default=True,
+              help="Stop following after this many seconds.")
+@_errors
+def logs(dest: str, run_id: str, follow: bool, interval: float, timeout: float) -> None:
+    """Print RUN's text logs (all tasks) from the store; --follow tails a running job."""
+    last = [""]
+
+    def emit(key: str, text: str) -> None:
+        if key != last[0]:
+            click.echo(f"==> {key} <==", err=True)
+            last[0] = key
+        click.echo(text, nl=False)
+
+    view = tail_logs(open_runs(dest), run_id, emit, follow=follow, interval=interval,
+                     timeout=timeout)
+    if follow:
+        console.step(f"{run_id} ended: {view.status}")
+
+
+@runs.command()
+@click.argument("dest")
+@click.argument("run_id", metavar="RUN")
+@click.option("--port", type=int, default=6006, show_default=True)
+@click.option("--interval", type=float, default=10.0, show_default=True,
+              help="Seconds between refreshes of the logs from the store.")
+@click.option("--logdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the downloaded logs here (default: a temporary folder).")
+@_errors
+def tensorboard(dest: str, run_id: str, port: int, interval: float, logdir: Path | None) -> None:
+    """Show RUN's TensorBoard logs, refreshed from the store while TensorBoard runs."""
+    store = open_runs(dest)
+    load_run(store, run_id, with_files=False)
+    exe = shutil.which("tensorboard")
+    if exe is None:
+        console.warn("tensorboard is not installed here (pip install tensorboard); "
+                     "these commands do the same by hand:")
+        folder = logdir or Path(f"tb-{run_id}")
+        click.echo(f"tfbuild runs download {dest} {run_id} logs -o {folder} && "
+                   f"tensorboard --logdir {folder / 'logs'} --port {port}")
+        return
+    work = logdir or Path(tempfile.mkdtemp(prefix=f"tfbuild-tb-{run_id}-"))
+    run, have = store.child(run_id), {}
+    mirror(run, tensorboard_keys(files := run.files()), files, work, have)
+    console.step(f"TensorBoard on http://127.0.0.1:{port} (logs in {work}); Ctrl-C stops it")
+    proc = subprocess.Popen([exe, "--logdir", str(work), "--port", str(port),
+                             "--host", "127.0.0.1"])
+    try:
+        final = False
+        while proc.poll() is None:
+            time.sleep(interval)
+            if not final:
+                final = load_run(store, run_id, with_files=False).all_final
+                mirror(run, tensorboard_keys(files := run.files()), files, work, have)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)

@@ -1,0 +1,304 @@
+"""Keep ./outputs and ./logs in the store while the script runs, and flush at the end.
+
+    syncer = Syncer("s3://bucket/runs", run_id, "worker-0", owns_outputs=True, workdir=Path("/app"))
+    syncer.start()                      # watch + upload threads
+    syncer.publish_record(record)       # at every status change (returns at once;
+                                        # a final status is uploaded by close(), last)
+    report = syncer.close()             # bounded final flush; report.missing = what stayed local
+
+Files are uploaded from a private copy once their writer closed them (inotify's
+IN_CLOSE_WRITE), or once quiet: `settle` seconds for logs (kept open and growing, like
+TensorBoard event files), `output_settle` seconds for outputs (only ever whole files). Failures are retried with back-off for
+as long as the run lasts; `close()` keeps retrying until `flush_timeout` and then writes
+the list of files that never arrived into the run record (locally, and in the store if
+it can still be reached).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..runrecord import (
+    is_final,
+    local_record_path,
+    record_json,
+    with_missing_uploads,
+    write_record,
+)
+from .layout import AGENT_DIR, JOB_RECORD_KEY, check_name, remote_key, task_record_key
+from .manifest import Manifest, unchanged
+from .scheduler import Item, Scheduler, backoff
+from .store import Store, open_store
+from .uploader import FAILED, UNSETTLED, UPLOADED, Outcome, Uploader, describe_error
+from .watcher import FolderWatcher, walk_files
+
+RECORD = ":run-record"
+"""The run record travels through the same queue; no file path starts with ':'."""
+_RECORD_SENT = "record"
+
+
+@dataclass(frozen=True)
+class FlushReport:
+    uploaded: int
+    """Files uploaded over the syncer's whole life."""
+    missing: tuple[dict[str, Any], ...]
+    """{path, bytes, error} of every file that is not (known to be) in the store."""
+    record_published: bool
+    """The latest run record reached the store."""
+    failed_attempts: int
+    elapsed: float
+    """Seconds close() took."""
+    uploaded_bytes: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and self.record_published
+
+
+class Syncer:
+    def __init__(
+        self,
+        dest_uri: str,
+        run_id: str,
+        task: str,
+        owns_outputs: bool,
+        workdir: Path,
+        *,
+        flush_timeout: float = 60.0,
+        log: Callable[[str], Any] = print,
+        env: Mapping[str, str] | None = None,
+        settle: float = 1.0,
+        output_settle: float = 30.0,
+        log_snapshot_after: float = 10.0,
+        workers: int = 4,
+        rescan_every: float = 30.0,
+        state_dir: Path | None = None,
+    ) -> None:
+        self.run_id = check_name("run id", run_id)
+        self.task = check_name("task name", task)
+        self.owns_outputs = owns_outputs
+        self.workdir = Path(workdir).resolve()
+        self.flush_timeout = flush_timeout
+        self.settle = settle
+        self.rescan_every = rescan_every
+        self._log = log
+        self.store: Store = open_store(dest_uri, env).child(run_id)
+        state = Path(state_dir) if state_dir else self.workdir / "logs" / AGENT_DIR
+        # One manifest per (store, run, task): a different destination starts afresh.
+        tag = hashlib.sha256(f"{dest_uri}\0{run_id}\0{task}".encode()).hexdigest()[:12]
+        self.manifest = Manifest(state / f"manifest-{tag}.jsonl")
+        self._staging = state / f"staging-{tag}"
+        self._uploader = Uploader(
+            self.store, self.manifest, self.workdir, self._staging,
+            lambda rel: remote_key(rel, self.task, self.owns_outputs),
+            settle=settle, output_settle=output_settle, snapshot_after=log_snapshot_after,
+        )
+        self.sched = Scheduler()
+        self._watcher = FolderWatcher(self.workdir, self._on_file)
+        self._n_workers = max(1, workers)
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._close_lock = threading.Lock()
+        self._record: dict[str, Any] | None = None
+        self._record_version = 0
+        self._published_version = 0
+        self._uploaded = 0
+        self._uploaded_bytes = 0
+        self._failed_attempts = 0
+        self._healthy = True
+        self._deadline: float | None = None
+        self._started = False
+        self._report: FlushReport | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Watch ./outputs and ./logs and upload in the background. Idempotent."""
+        with self._lock:
+            if self._started or self._report is not None:
+                return
+            self._started = True
+        shutil.rmtree(self._staging, ignore_errors=True)  # copies left by a killed agent
+        self._watcher.start()
+        self._scan()  # files written before we watched (or before a restart)
+        self._ensure_workers()
+        rescan = threading.Thread(target=self._rescan_loop, name="tfbuild-sync-rescan",
+                                  daemon=True)
+        rescan.start()
+
+    def publish_record(self, record: dict[str, Any]) -> None:
+        """Keep `record` locally and upload it as soon as possible (does not wait).
+
+        A final status (Completed, Failed, Canceled) goes to the store only from close(),
+        after the last files: whoever reads a final run.json in the store can rely on
+        every file being there, or listed under missing_uploads.
+        """
+        with self._lock:
+            self._record = dict(record)
+            self._record_version += 1
+        write_record(record, local_record_path(self.workdir, self.task))
+        if self._report is not None:
+            self._log(f"tfbuild-agent: run record ({record.get('status')}) kept at "
+                      f"{local_record_path(self.workdir, self.task)}; uploads already ended")
+            return
+        if is_final(record) and self._deadline is None:
+            return
+        self.sched.mark(RECORD, closed=True)
+
+    def close(self) -> FlushReport:
+        """Final flush, bounded by flush_timeout. Safe while watching; idempotent."""
+        with self._close_lock:
+            if self._report is not None:
+                return self._report
+            t0 = time.monotonic()
+            deadline = t0 + self.flush_timeout
+            self._deadline = deadline
+            self._watcher.stop(timeout=min(2.0, self.flush_timeout / 4))
+            self._scan()
+            self.sched.close_all()
+            self._ensure_workers()
+            has_record = self._record is not None
+            reserve = min(5.0, 0.2 * self.flush_timeout) if has_record else 0.0
+            self.sched.wait_idle(max(0.0, deadline - reserve - time.monotonic()),
+                                 which=lambda rel: rel != RECORD)
+            missing = self._missing()
+            if has_record:
+                # Files still failing now stop competing with the record for the time left.
+                self.sched.drop(lambda rel: rel != RECORD)
+                with self._lock:
+                    record = with_missing_uploads(self._record or {}, missing)
+                self.publish_record(record)
+                self.sched.wait_idle(max(0.0, deadline - time.monotonic()),
+                                     which=lambda rel: rel == RECORD)
+            self._stop.set()
+            self.sched.stop()
+            for t in self._threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+            with self._lock:
+                published = not has_record or self._published_version == self._record_version
+                report = FlushReport(
+                    uploaded=self._uploaded,
+                    missing=tuple(missing),
+                    record_published=published,
+                    failed_attempts=self._failed_attempts,
+                    elapsed=time.monotonic() - t0,
+                    uploaded_bytes=self._uploaded_bytes,
+                )
+            self._report = report
+            if missing or not published:
+                where = local_record_path(self.workdir, self.task)
+                self._log(
+                    f"tfbuild-agent: {len(missing)} file(s) did not reach {self.store.uri} "
+                    f"within {self.flush_timeout:g}s; they stay in {self.workdir} and are "
+                    f"listed under missing_uploads in {where}"
+                    + ("" if published else " (the run record did not reach the store either)")
+                )
+            return report
+
+    # -- internals ---------------------------------------------------------------
+
+    def _on_file(self, rel: str, closed: bool) -> None:
+        self.sched.mark(rel, closed=closed, settle=self._uploader.settle_for(rel))
+
+    def _scan(self) -> None:
+        """Queue every file whose size or mtime differs from what the store has."""
+        for rel, st in walk_files(self.workdir):
+            if not self.sched.holds(rel) and not unchanged(
+                self.manifest.get(rel), st.st_size, st.st_mtime_ns
+            ):
+                self.sched.mark(rel, closed=False, settle=0.0)
+
+    def _rescan_loop(self) -> None:
+        # A safety net for missed events (for example an inotify queue overflow).
+        while not self._stop.wait(self.rescan_every):
+            if self._deadline is None:
+                self._scan()
+
+    def _ensure_workers(self) -> None:
+        with self._lock:
+            while len(self._threads) < self._n_workers:
+                t = threading.Thread(target=self._work, name="tfbuild-upload", daemon=True)
+                self._threads.append(t)
+                t.start()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            item = self.sched.take(timeout=0.5)
+            if item is None:
+                continue
+            try:
+                outcome = self._do(item)
+            except Exception as e:  # never let one bad file end the upload thread
+                outcome = Outcome(FAILED, describe_error(e))
+            self._settle_outcome(item, outcome)
+
+    def _do(self, item: Item) -> Outcome:
+        if item.rel == RECORD:
+            return self._upload_record()
+        return self._uploader.upload(item, now_wall=time.time(), now_mono=time.monotonic())
+
+    def _upload_record(self) -> Outcome:
+        with self._lock:
+            record, version = self._record, self._record_version
+        if record is None:
+            return Outcome(UPLOADED)
+        data = record_json(record)
+        try:
+            self.store.put_bytes(data, task_record_key(self.task))
+            if self.owns_outputs:
+                self.store.put_bytes(data, JOB_RECORD_KEY)
+        except Exception as e:
+            return Outcome(FAILED, describe_error(e))
+        with self._lock:
+            self._published_version = max(self._published_version, version)
+        return Outcome(_RECORD_SENT)
+
+    def _settle_outcome(self, item: Item, outcome: Outcome) -> None:
+        if outcome.kind == FAILED:
+            delay = backoff(item.attempts + 1)
+            if self._deadline is not None:
+                delay = min(delay, max(0.0, self._deadline - time.monotonic()))
+            with self._lock:
+                self._failed_attempts += 1
+                first = self._healthy
+                self._healthy = False
+            if first:
+                self._log(f"tfbuild-agent: uploading {item.rel} to {self.store.uri} failed "
+                          f"({outcome.error}); files stay local and are retried with back-off")
+            self.sched.finish(item, retry_in=delay, error=outcome.error)
+            return
+        if outcome.kind == UNSETTLED:
+            self.sched.finish(item, recheck_in=outcome.wait)
+            return
+        with self._lock:
+            if outcome.kind == UPLOADED and item.rel != RECORD:
+                self._uploaded += 1
+                self._uploaded_bytes += outcome.size
+            recovered = not self._healthy and outcome.kind in (UPLOADED, _RECORD_SENT)
+            if recovered:
+                self._healthy = True
+        if recovered:
+            self._log(f"tfbuild-agent: uploads to {self.store.uri} work again")
+        self.sched.finish(item)
+
+    def _missing(self) -> list[dict[str, Any]]:
+        """Files not (yet) in the store: still queued, or differing from the manifest."""
+        outstanding = self.sched.outstanding()
+        out: dict[str, dict[str, Any]] = {}
+        for rel, st in walk_files(self.workdir):
+            item = outstanding.get(rel)
+            if item is None and unchanged(self.manifest.get(rel), st.st_size, st.st_mtime_ns):
+                continue
+            error = item.last_error if item and item.last_error else (
+                f"not uploaded within the {self.flush_timeout:g}s flush bound"
+            )
+            out[rel] = {"path": rel, "bytes": st.st_size, "error": error}
+        return [out[k] for k in sorted(out)]

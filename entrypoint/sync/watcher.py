@@ -1,0 +1,106 @@
+"""Watch ./outputs and ./logs with watchdog and report files that are ready or changing.
+
+On Linux (inotify) a writer closing a file gives FileClosedEvent (IN_CLOSE_WRITE): the
+file is complete and is reported as closed. Elsewhere, and for files kept open (a
+TensorBoard event file, a log), changes are reported and the syncer waits until the
+file has been quiet for a moment. A file renamed into place counts as closed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from .layout import AGENT_DIR, SYNCED_DIRS, local_rel
+
+OnFile = Callable[[str, bool], None]
+"""Called with (workdir-relative path, closed)."""
+
+_EVENTS = [FileClosedEvent, FileCreatedEvent, FileModifiedEvent, FileMovedEvent,
+           DirCreatedEvent, DirMovedEvent]
+
+
+def walk_files(workdir: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """(relative path, stat) of every synced file now under ./outputs and ./logs."""
+    for top in SYNCED_DIRS:
+        yield from _walk(workdir, workdir / top)
+
+
+def _walk(workdir: Path, top: Path) -> Iterator[tuple[str, os.stat_result]]:
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in filenames:
+            path = Path(dirpath) / name
+            rel = local_rel(path, workdir)
+            if rel is None:
+                continue
+            try:
+                st = path.stat()
+            except OSError:
+                continue  # vanished between listing and stat
+            yield rel, st
+        # Never descend into the agent's own state (manifest, staging copies).
+        dirnames[:] = [d for d in dirnames if Path(dirpath) / d != workdir / "logs" / AGENT_DIR]
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, workdir: Path, on_file: OnFile) -> None:
+        self.workdir = workdir
+        self.on_file = on_file
+
+    def _report(self, path: str | bytes, closed: bool) -> None:
+        rel = local_rel(os.fsdecode(path), self.workdir)
+        if rel is not None:
+            self.on_file(rel, closed)
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if isinstance(event, DirMovedEvent | DirCreatedEvent):
+            # Files inside a directory moved in (or created before inotify added a watch
+            # on the new directory) produce no events of their own: walk it.
+            where = event.dest_path if isinstance(event, DirMovedEvent) else event.src_path
+            for rel, _ in _walk(self.workdir, Path(os.fsdecode(where))):
+                self.on_file(rel, isinstance(event, DirMovedEvent))
+        elif isinstance(event, FileMovedEvent):
+            self._report(event.dest_path, True)
+        elif isinstance(event, FileClosedEvent):
+            self._report(event.src_path, True)
+        elif isinstance(event, FileCreatedEvent | FileModifiedEvent):
+            self._report(event.src_path, False)
+
+
+class FolderWatcher:
+    """A watchdog observer on <workdir>/outputs and <workdir>/logs (created if missing)."""
+
+    def __init__(self, workdir: Path, on_file: OnFile) -> None:
+        self.workdir = Path(workdir)
+        self._handler = _Handler(self.workdir, on_file)
+        self._observer: Observer | None = None
+
+    def start(self) -> None:
+        observer = Observer()
+        for top in SYNCED_DIRS:
+            folder = self.workdir / top
+            folder.mkdir(parents=True, exist_ok=True)
+            observer.schedule(self._handler, str(folder), recursive=True, event_filter=_EVENTS)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop watching; waits at most `timeout` seconds for the observer thread."""
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            observer.join(timeout)

@@ -1,0 +1,48 @@
+"""Shared fixtures. Docker tests use the real engine (`tfbuild engine` starts one
+as root) and tfbuild's offline base image, made once and reused across runs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from helpers import HOST_CA, REPO, build_project
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    from tfbuild.engine_setup import engine_client, ensure_engine
+
+    ensure_engine()
+    return engine_client()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client) -> str:
+    """tfbuild/debian:bookworm, made offline with debootstrap when missing."""
+    from tfbuild.bootstrap import make_base_image
+
+    return make_base_image("bookworm")
+
+
+@pytest.fixture(scope="session")
+def trust_host_ca() -> dict:
+    """Spec overrides so builds trust this machine's CA bundle (TLS is intercepted here)."""
+    return {"trust_host_ca": True} if HOST_CA.exists() else {}
+
+
+def pytest_collection_modifyitems(config, items):
+    # Docker and e2e tests live in their folders; mark them so `-m "not docker"` works.
+    for item in items:
+        path = str(item.fspath)
+        if f"{os.sep}tests{os.sep}docker{os.sep}" in path:
+            item.add_marker(pytest.mark.docker)
+        if f"{os.sep}tests{os.sep}e2e{os.sep}" in path:
+            item.add_marker(pytest.mark.docker)
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def example_image(base_image) -> str:
+    """The Keras digits example (TF CPU + scikit-learn), shared by docker and e2e tests."""
+    return build_project(REPO / "examples" / "keras-digits", "tfbuild-test/keras-digits:latest")

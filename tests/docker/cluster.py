@@ -1,0 +1,62 @@
+"""A few containers on one user-defined network, for tests that need to poke at
+single nodes (kill -9 one, signal one). Always removed at exit."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import time
+
+import docker
+
+
+class Cluster:
+    def __init__(self, client: docker.DockerClient, image: str, prefix: str = "tfb-test") -> None:
+        self.client = client
+        self.image = image
+        self.name = f"{prefix}-{secrets.token_hex(3)}"
+        self.network = client.networks.create(f"{self.name}-net", driver="bridge")
+        self.containers: list = []
+
+    def start(self, n: int, env_for, command=(), volumes=None) -> list:
+        for i in range(n):
+            c = self.client.containers.create(
+                self.image,
+                command=list(command),
+                name=f"{self.name}-{i}",
+                hostname=f"{self.name}-{i}",
+                environment=env_for(i),
+                network=self.network.name,
+                volumes=volumes or {},
+                networking_config={self.network.name: self.client.api.create_endpoint_config(
+                    aliases=[self.name])},
+            )
+            self.containers.append(c)
+        for c in self.containers:
+            c.start()
+        return self.containers
+
+    def host(self, i: int) -> str:
+        return f"{self.name}-{i}"
+
+    def wait_all(self, timeout: float) -> list[int]:
+        deadline = time.monotonic() + timeout
+        codes = []
+        for c in self.containers:
+            left = max(1, int(deadline - time.monotonic()))
+            codes.append(int(c.wait(timeout=left)["StatusCode"]))
+        return codes
+
+    def logs(self, i: int) -> str:
+        return self.containers[i].logs().decode(errors="replace")
+
+    def probes(self, i: int) -> list[dict]:
+        return [json.loads(line.split("PROBE ", 1)[1]) for line in self.logs(i).splitlines()
+                if "PROBE " in line]
+
+    def close(self) -> None:
+        for c in self.containers:
+            with contextlib.suppress(docker.errors.NotFound):
+                c.remove(force=True)
+        self.network.remove()

@@ -1,0 +1,99 @@
+"""conda packages really installed with py-rattler: a hand-made package in a local
+file channel goes into an image and runs there; a package needing Python is refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conda_channel import index_channel, write_package
+from conftest import write_project
+
+from tfbuild.errors import BuildError
+
+# Finds its data file relative to itself, so it checks that bin/ and share/ were
+# both linked into the same prefix.
+HELLO = b"""#!/bin/sh
+prefix="$(dirname "$(dirname "$(readlink -f "$0")")")"
+printf 'hello-conda %s\\n' "$(cat "$prefix/share/hello-conda/greeting.txt")"
+"""
+TAG = "tfbuild-test/conda:latest"
+
+
+@pytest.fixture(scope="module")
+def channel(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("channel")
+    write_package(
+        root,
+        "hello-conda",
+        "1.2.0",
+        {
+            "bin/hello-conda": (HELLO, 0o755),
+            "share/hello-conda/greeting.txt": (b"from a local channel\n", 0o644),
+        },
+    )
+    write_package(
+        root,
+        "pyhello",
+        "1.0.0",
+        {"site-packages/pyhello/__init__.py": (b"", 0o644)},
+        depends=("python >=3.8",),
+        noarch="python",
+    )
+    write_package(
+        root, "python", "3.11.9", {"bin/python3.11": (b"", 0o755)}, noarch="", subdir="linux-64"
+    )
+    index_channel(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return write_project(tmp_path_factory.mktemp("conda") / "proj", "print('train')\n")
+
+
+def test_conda_package_from_a_local_channel_runs_in_the_image(
+    build, docker_client, channel, project
+):
+    tag, _ = build(
+        project,
+        TAG,
+        entry_script="train.py",
+        conda_packages=["hello-conda >=1.2"],
+        conda_channels=[str(channel)],
+    )
+    out = docker_client.containers.run(tag, entrypoint=["hello-conda"], remove=True)
+    assert out.decode() == "hello-conda from a local channel\n"
+    # Installed as a conda package (with its record), and without a conda Python.
+    listing = docker_client.containers.run(
+        tag,
+        entrypoint=["sh", "-c", "ls /opt/tfbuild/layers/conda/conda-meta; command -v hello-conda"],
+        remove=True,
+    ).decode()
+    assert "hello-conda-1.2.0-0.json" in listing
+    assert "python" not in listing.split("/usr")[0].replace("hello-conda", "")
+    assert listing.strip().endswith("/opt/tfbuild/layers/conda/bin/hello-conda")
+    record = json.loads(
+        docker_client.containers.run(
+            tag,
+            entrypoint=["cat", "/opt/tfbuild/layers/conda/conda-meta/hello-conda-1.2.0-0.json"],
+            remove=True,
+        )
+    )
+    assert record["noarch"] == "generic"
+
+
+def test_a_package_needing_python_is_refused_with_the_reason(
+    build, docker_client, channel, project
+):
+    with pytest.raises(BuildError) as e:
+        build(
+            project,
+            "tfbuild-test/conda-python:latest",
+            entry_script="train.py",
+            conda_packages=["pyhello"],
+            conda_channels=[str(channel)],
+        )
+    assert "conda package(s) pyhello need Python" in e.value.log_tail
+    assert "pip_packages" in e.value.log_tail
