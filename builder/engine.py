@@ -11,7 +11,9 @@ from collections import deque
 from dataclasses import dataclass
 
 import docker
+import docker.auth
 import docker.errors
+import docker.utils
 from rich.status import Status
 
 from . import console
@@ -100,13 +102,15 @@ def build_image(
 def push_image(client: docker.DockerClient, tag: str, *, quiet: bool = False) -> str:
     """Push `tag` with credentials from ~/.docker/config.json (and its helpers).
     Returns the pushed digest."""
-    repository, _, version = tag.rpartition(":")
-    if not repository or "/" in version:
-        repository, version = tag, "latest"
-    registry = repository.split("/")[0] if "/" in repository else "docker.io"
+    repository, version = docker.utils.parse_repository_tag(tag)
+    version = version or "latest"
+    registry = docker.auth.resolve_repository_name(repository)[0]
     progress: dict[str, str] = {}
     digest = ""
     try:
+        # Re-read ~/.docker/config.json ($DOCKER_CONFIG): a `docker login` made while
+        # a long build ran must count.
+        client.api.reload_config()
         for chunk in client.api.push(repository, version, stream=True, decode=True):
             if "error" in chunk:
                 raise _registry_error(chunk["error"], registry)

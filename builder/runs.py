@@ -234,9 +234,11 @@ def list_runs(store: Store) -> list[RunView]:
     views = []
     for rid in run_ids(store):
         try:
-            views.append(load_run(store, rid, with_files=False))
+            view = load_run(store, rid, with_files=False)
         except RunsError:
-            continue  # a folder that is not a run
+            continue
+        if view.tasks:  # a folder without any run record is not a run
+            views.append(view)
     return sorted(views, key=lambda v: (v.queued_time or v.start_time or "", v.run_id))
 
 
@@ -294,12 +296,16 @@ def download(store: Store, run_id: str, path: str = "", out_dir: Path = Path("."
 
 def mirror(run: Store, keys: Iterable[str], files: Mapping[str, int], local: Path,
            have: dict[str, int]) -> int:
-    """Bring `keys` to `local` when their size changed since `have`; returns how many."""
+    """Bring `keys` to `local` when their size changed since `have`; returns how many.
+    A file replaced while we copy it is left for the next call (logs of a live run grow)."""
     changed = 0
     for key in keys:
         if have.get(key) == files[key]:
             continue
-        _fetch(run, key, files[key], _safe_target(local, key))
+        try:
+            _fetch(run, key, files[key], _safe_target(local, key))
+        except (RunsError, FileNotFoundError):
+            continue
         have[key] = files[key]
         changed += 1
     return changed

@@ -189,7 +189,12 @@ def tensorboard(dest: str, run_id: str, port: int, interval: float, logdir: Path
         return
     work = logdir or Path(tempfile.mkdtemp(prefix=f"tfbuild-tb-{run_id}-"))
     run, have = store.child(run_id), {}
-    mirror(run, tensorboard_keys(files := run.files()), files, work, have)
+
+    def refresh() -> None:
+        files = run.files()
+        mirror(run, tensorboard_keys(files), files, work, have)
+
+    refresh()
     console.step(f"TensorBoard on http://127.0.0.1:{port} (logs in {work}); Ctrl-C stops it")
     proc = subprocess.Popen([exe, "--logdir", str(work), "--port", str(port),
                              "--host", "127.0.0.1"])
@@ -197,9 +202,9 @@ def tensorboard(dest: str, run_id: str, port: int, interval: float, logdir: Path
         final = False
         while proc.poll() is None:
             time.sleep(interval)
-            if not final:
+            if not final:  # after the run ended, one last refresh and TensorBoard stays up
                 final = load_run(store, run_id, with_files=False).all_final
-                mirror(run, tensorboard_keys(files := run.files()), files, work, have)
+                refresh()
     except KeyboardInterrupt:
         pass
     finally:

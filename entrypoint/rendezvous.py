@@ -85,6 +85,13 @@ def open_control(
     """
     say = _as_log(log)
     channel = _take_formed(membership)
+    if channel is None and membership.source == "rendezvous":
+        # Its channel was already handed out: serving again on the control port would
+        # stand up a second, empty job.
+        raise DiscoveryError(
+            "open_control was called twice for the same rendezvous membership; "
+            "keep and reuse the ControlChannel it returned the first time"
+        )
     if channel is None:
         if membership.node_count <= 1 or membership.process is not None:
             channel = ControlChannel.solo(membership, say)
@@ -286,7 +293,7 @@ class _Joiner:
         self.start = 0.0
         self.next_log = 0.0
         self._pending: list[dict[str, Any]] = []
-        """Messages that arrived in the same read as `formed` (a replayed job end)."""
+        """Messages read but not handled yet (they arrived with the one `_expect` wanted)."""
 
     def run(self, timeout: float) -> ControlChannel:
         self.start = self.monotonic()
@@ -306,12 +313,13 @@ class _Joiner:
             except _Retry as e:
                 self.last_problem = str(e)
                 self.in_session = False
-            self._maybe_log(f"{self.s.address} not ready yet ({self.last_problem}); retrying")
+            self._maybe_log(f"{self.s.address} not ready yet ({self.last_problem}); still trying")
             # Jitter spreads hundreds of retrying nodes over time instead of in waves.
             self.sleep(min(delay * random.uniform(0.5, 1.0), max(deadline - self.monotonic(), 0)))
             delay = min(delay * 1.6, MAX_RETRY_DELAY)
 
     def _attempt(self, deadline: float) -> ControlChannel:
+        self._pending = []
         bound = max(min(deadline - self.monotonic(), CONNECT_ATTEMPT_BOUND), 0.05)
         try:
             sock = socket.create_connection((self.connect_host, self.s.port), timeout=bound)
@@ -371,20 +379,25 @@ class _Joiner:
         """
         last_heard = last_sent = self.monotonic()
         while True:
-            now = self.monotonic()
-            if heartbeat and now - last_sent >= self.s.heartbeat_interval:
-                link.send({"type": "hb"}, self.s.loss_bound)
-                last_sent = now
-            if now >= deadline:
-                raise DiscoveryTimeout(self._timeout_message(deadline - self.start))
-            if now - last_heard > self.s.loss_bound:
-                raise _Retry(f"the server went silent for {now - last_heard:.1f} s")
-            wait = self.s.heartbeat_interval - (now - last_sent if heartbeat else 0.0)
-            messages = link.receive(min(deadline - now, max(wait, 0.01)))
-            if messages is None:
-                raise _Retry("the server closed the connection")
-            if messages:
-                last_heard = self.monotonic()
+            # One read can bring several messages (`accepted` and `formed` together):
+            # what the previous call did not use comes first.
+            messages, self._pending = self._pending, []
+            if not messages:
+                now = self.monotonic()
+                if heartbeat and now - last_sent >= self.s.heartbeat_interval:
+                    link.send({"type": "hb"}, self.s.loss_bound)
+                    last_sent = now
+                if now >= deadline:
+                    raise DiscoveryTimeout(self._timeout_message(deadline - self.start))
+                if now - last_heard > self.s.loss_bound:
+                    raise _Retry(f"the server went silent for {now - last_heard:.1f} s")
+                wait = self.s.heartbeat_interval - (now - last_sent if heartbeat else 0.0)
+                received = link.receive(min(deadline - now, max(wait, 0.01)))
+                if received is None:
+                    raise _Retry("the server closed the connection")
+                if received:
+                    last_heard = self.monotonic()
+                messages = received
             while messages:
                 message = messages.pop(0)
                 kind = message["type"]
@@ -401,7 +414,8 @@ class _Joiner:
                         f"the rendezvous at {self.s.address} dropped this node: "
                         f"{message.get('reason')}"
                     )
-            self._maybe_log(self._waiting_text())
+            if heartbeat:  # i.e. joined, waiting for the others
+                self._maybe_log(self._waiting_text())
 
     def _channel(self, link: LineSocket, formed: dict[str, Any]) -> ControlChannel:
         hosts, rank = tuple(formed["hosts"]), formed["rank"]
@@ -468,7 +482,7 @@ class _Joiner:
     def _maybe_log(self, text: str) -> None:
         now = self.monotonic()
         if now >= self.next_log:
-            self.say(f"rendezvous: {text} after {now - self.start:.0f} s")
+            self.say(f"rendezvous: after {now - self.start:.0f} s, {text}")
             self.next_log = now + self.s.progress_interval
 
     def _timeout_message(self, waited: float) -> str:

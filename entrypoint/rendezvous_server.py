@@ -108,10 +108,6 @@ class RendezvousServer:
         self._thread = threading.Thread(target=self._run, name="tfbuild-rendezvous", daemon=True)
 
     @property
-    def port(self) -> int:
-        return self._listener.getsockname()[1]
-
-    @property
     def formed(self) -> bool:
         return bool(self._by_rank)
 

@@ -95,7 +95,9 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
         and membership.process is None
         and env.get("TFBUILD_CONTROL", "on") != "off"
     ):
-        control = open_control(membership, job, env, log, timeout=ctx.timeout)
+        control = open_control(
+            membership, job, env, log, timeout=ctx.timeout, decisive_task=the_plan.decisive_task
+        )
 
     primary = the_plan.tasks[0] if the_plan.tasks else None
     syncer = _start_syncer(env, run_id, the_plan, primary, workdir, log)

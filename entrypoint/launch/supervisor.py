@@ -151,17 +151,19 @@ class Supervisor:
 
     def _on_exit(self, child: Child) -> None:
         name, code = child.task.name, child.exit_code or 0
-        if child.stopped_by_agent and self._signal is None:
-            status = (
-                "Completed"
-                if self._outcome is None or self._outcome.status == "Completed"
-                else "Canceled"
-            )
-        elif self._signal is not None:
+        if self._signal is not None:
             status = "Canceled"
+        elif child.stopped_by_agent:
+            # A server stopped after the job succeeded has done its part; anything
+            # stopped because of a failure elsewhere was canceled.
+            success = self._outcome is not None and self._outcome.status == "Completed"
+            status, code = ("Completed", 0) if success else ("Canceled", code)
         else:
             status = "Completed" if code == 0 else "Failed"
-        self.on_status(child.task, status, code, list(child.pump.stderr_tail))
+        try:
+            self.on_status(child.task, status, code, list(child.pump.stderr_tail))
+        except Exception as e:  # a status hook must never take the job down
+            self.log(f"could not record {name} {status}: {e}")
         self._report(name, status, code)
         if self._signal is not None or child.stopped_by_agent:
             return
@@ -194,11 +196,13 @@ class Supervisor:
         if event is None:
             return
         kind = getattr(event, "kind", None)
+        message = getattr(event, "message", str(event))
         if kind == "finished":
-            self._decide(Outcome(0, "Completed", getattr(event, "message", "job finished")))
+            self._decide(Outcome(0, "Completed", message))
             self._stop(lambda c: c.task.name in self.servers_only)
-        elif kind in ("failed", "lost"):
-            message = getattr(event, "message", str(event))
+        elif getattr(event, "ends_job", False) and self._outcome is None:
+            # failed, lost, server_lost: after the job succeeded these are expected
+            # (the other nodes are leaving); before, they end it.
             self.log(f"{message}; stopping this node's tasks")
             self._decide(Outcome(1, "Failed", message))
             self._stop(lambda c: True)

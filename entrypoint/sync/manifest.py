@@ -23,6 +23,8 @@ class Entry:
     size: int
     sha256: str
     mtime_ns: int
+    uploaded_at: float = 0.0
+    """Unix time the store acknowledged the upload (for diagnostics and measurements)."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,8 @@ class Manifest:
             try:
                 data = json.loads(line)
                 self._entries[data["path"]] = Entry(
-                    int(data["size"]), str(data["sha256"]), int(data["mtime_ns"])
+                    int(data["size"]), str(data["sha256"]), int(data["mtime_ns"]),
+                    float(data.get("uploaded_at", 0.0)),
                 )
             except (ValueError, KeyError, TypeError):
                 continue  # a torn last line from a crash: that file is uploaded again

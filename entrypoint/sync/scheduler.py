@@ -49,13 +49,18 @@ class Scheduler:
         self._all_closed = False
         self._stopped = False
 
-    def mark(self, rel: str, *, closed: bool, settle: float = 0.0) -> None:
-        """A file was closed (upload now) or changed (upload after `settle` quiet seconds)."""
+    def mark(self, rel: str, *, closed: bool, settle: float = 0.0,
+             max_wait: float | None = None) -> None:
+        """A file was closed (upload now) or changed (upload after `settle` quiet seconds;
+        each change starts the wait again, but never past `max_wait` after the first)."""
         with self._cond:
             now = self._clock()
             closed = closed or self._all_closed
             ready = now if closed else now + settle
             old = self._pending.get(rel)
+            first = old.first_seen if old is not None else now
+            if max_wait is not None:
+                ready = min(ready, first + max_wait)
             if old is None:
                 self._pending[rel] = Item(rel, ready, now, now, closed)
             else:

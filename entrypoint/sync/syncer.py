@@ -7,11 +7,12 @@
     report = syncer.close()             # bounded final flush; report.missing = what stayed local
 
 Files are uploaded from a private copy once their writer closed them (inotify's
-IN_CLOSE_WRITE), or once quiet: `settle` seconds for logs (kept open and growing, like
-TensorBoard event files), `output_settle` seconds for outputs (only ever whole files). Failures are retried with back-off for
-as long as the run lasts; `close()` keeps retrying until `flush_timeout` and then writes
-the list of files that never arrived into the run record (locally, and in the store if
-it can still be reached).
+IN_CLOSE_WRITE) or renamed them into place, or once quiet for `settle` seconds (logs and
+TensorBoard event files stay open and grow; files moved in whole). An output that a
+writer still holds open waits for the close, or `output_settle` quiet seconds.
+Failures are retried with back-off for as long as the run lasts; `close()` keeps
+retrying until `flush_timeout` and then writes the list of files that never arrived into
+the run record (locally, and in the store if it can still be reached).
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ from .layout import AGENT_DIR, JOB_RECORD_KEY, check_name, remote_key, task_reco
 from .manifest import Manifest, unchanged
 from .scheduler import Item, Scheduler, backoff
 from .store import Store, open_store
-from .uploader import FAILED, UNSETTLED, UPLOADED, Outcome, Uploader, describe_error
+from .uploader import FAILED, GONE, UNSETTLED, UPLOADED, Outcome, Uploader, describe_error
 from .watcher import FolderWatcher, walk_files
 
-RECORD = ":run-record"
-"""The run record travels through the same queue; no file path starts with ':'."""
+RECORD = ":run-record:"
+"""Run records travel through the same queue as `:run-record:<task>`; no file path
+starts with ':'."""
 _RECORD_SENT = "record"
 
 
@@ -86,7 +88,6 @@ class Syncer:
         self.owns_outputs = owns_outputs
         self.workdir = Path(workdir).resolve()
         self.flush_timeout = flush_timeout
-        self.settle = settle
         self.rescan_every = rescan_every
         self._log = log
         self.store: Store = open_store(dest_uri, env).child(run_id)
@@ -95,26 +96,31 @@ class Syncer:
         tag = hashlib.sha256(f"{dest_uri}\0{run_id}\0{task}".encode()).hexdigest()[:12]
         self.manifest = Manifest(state / f"manifest-{tag}.jsonl")
         self._staging = state / f"staging-{tag}"
+        self._watcher = FolderWatcher(self.workdir, self._on_file)
         self._uploader = Uploader(
             self.store, self.manifest, self.workdir, self._staging,
             lambda rel: remote_key(rel, self.task, self.owns_outputs),
             settle=settle, output_settle=output_settle, snapshot_after=log_snapshot_after,
+            is_open=self._watcher.is_open,
         )
         self.sched = Scheduler()
-        self._watcher = FolderWatcher(self.workdir, self._on_file)
         self._n_workers = max(1, workers)
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._close_lock = threading.Lock()
-        self._record: dict[str, Any] | None = None
-        self._record_version = 0
-        self._published_version = 0
+        # Per task (one agent may run several processes of a node, each with a record):
+        self._records: dict[str, dict[str, Any]] = {}
+        self._versions: dict[str, int] = {}
+        self._outgoing: dict[str, tuple[dict[str, Any], int]] = {}
+        """The record (and its version) the store should get next; final ones wait."""
+        self._published: dict[str, int] = {}
         self._uploaded = 0
         self._uploaded_bytes = 0
         self._failed_attempts = 0
-        self._healthy = True
+        self._failing: set[str] = set()
         self._deadline: float | None = None
+        self._records_only = False
         self._started = False
         self._report: FlushReport | None = None
 
@@ -127,6 +133,8 @@ class Syncer:
                 return
             self._started = True
         shutil.rmtree(self._staging, ignore_errors=True)  # copies left by a killed agent
+        # Made before watching, so no folder appears inside the watched tree later.
+        self._staging.mkdir(parents=True, exist_ok=True)
         self._watcher.start()
         self._scan()  # files written before we watched (or before a restart)
         self._ensure_workers()
@@ -137,21 +145,26 @@ class Syncer:
     def publish_record(self, record: dict[str, Any]) -> None:
         """Keep `record` locally and upload it as soon as possible (does not wait).
 
-        A final status (Completed, Failed, Canceled) goes to the store only from close(),
-        after the last files: whoever reads a final run.json in the store can rely on
-        every file being there, or listed under missing_uploads.
+        The record goes to tasks/<record's task>/run.json; the record of the syncer's own
+        task also to the job-level run.json when this task owns outputs. A final status
+        (Completed, Failed, Canceled) goes to the store only from close(), after the last
+        files: whoever reads a final run.json in the store can rely on every file being
+        there, or listed under missing_uploads.
         """
+        task = check_name("task name", str(record.get("task", "")))
+        held_back = is_final(record) and self._deadline is None
         with self._lock:
-            self._record = dict(record)
-            self._record_version += 1
-        write_record(record, local_record_path(self.workdir, self.task))
+            self._records[task] = dict(record)
+            version = self._versions[task] = self._versions.get(task, 0) + 1
+            if not held_back:
+                self._outgoing[task] = (self._records[task], version)
+        where = local_record_path(self.workdir, task)
+        write_record(record, where)
         if self._report is not None:
-            self._log(f"tfbuild-agent: run record ({record.get('status')}) kept at "
-                      f"{local_record_path(self.workdir, self.task)}; uploads already ended")
-            return
-        if is_final(record) and self._deadline is None:
-            return
-        self.sched.mark(RECORD, closed=True)
+            self._log(f"tfbuild-agent: run record ({record.get('status')}) kept at {where}; "
+                      "uploads already ended")
+        elif not held_back:
+            self.sched.mark(RECORD + task, closed=True)
 
     def close(self) -> FlushReport:
         """Final flush, bounded by flush_timeout. Safe while watching; idempotent."""
@@ -165,25 +178,26 @@ class Syncer:
             self._scan()
             self.sched.close_all()
             self._ensure_workers()
-            has_record = self._record is not None
-            reserve = min(5.0, 0.2 * self.flush_timeout) if has_record else 0.0
+            with self._lock:
+                records = list(self._records.values())
+            reserve = min(5.0, 0.2 * self.flush_timeout) if records else 0.0
             self.sched.wait_idle(max(0.0, deadline - reserve - time.monotonic()),
-                                 which=lambda rel: rel != RECORD)
+                                 which=lambda rel: not rel.startswith(RECORD))
             missing = self._missing()
-            if has_record:
-                # Files still failing now stop competing with the record for the time left.
-                self.sched.drop(lambda rel: rel != RECORD)
-                with self._lock:
-                    record = with_missing_uploads(self._record or {}, missing)
-                self.publish_record(record)
+            if records:
+                # Files still failing now stop competing with the records for the time left.
+                self._records_only = True
+                self.sched.drop(lambda rel: not rel.startswith(RECORD))
+                for record in records:
+                    self.publish_record(with_missing_uploads(record, missing))
                 self.sched.wait_idle(max(0.0, deadline - time.monotonic()),
-                                     which=lambda rel: rel == RECORD)
+                                     which=lambda rel: rel.startswith(RECORD))
             self._stop.set()
             self.sched.stop()
             for t in self._threads:
                 t.join(max(0.0, deadline - time.monotonic()))
             with self._lock:
-                published = not has_record or self._published_version == self._record_version
+                published = all(self._published.get(t) == v for t, v in self._versions.items())
                 report = FlushReport(
                     uploaded=self._uploaded,
                     missing=tuple(missing),
@@ -206,7 +220,8 @@ class Syncer:
     # -- internals ---------------------------------------------------------------
 
     def _on_file(self, rel: str, closed: bool) -> None:
-        self.sched.mark(rel, closed=closed, settle=self._uploader.settle_for(rel))
+        self.sched.mark(rel, closed=closed, settle=self._uploader.settle_for(rel),
+                        max_wait=self._uploader.max_wait_for(rel))
 
     def _scan(self) -> None:
         """Queue every file whose size or mtime differs from what the store has."""
@@ -241,24 +256,27 @@ class Syncer:
             self._settle_outcome(item, outcome)
 
     def _do(self, item: Item) -> Outcome:
-        if item.rel == RECORD:
-            return self._upload_record()
+        if item.rel.startswith(RECORD):
+            return self._upload_record(item.rel[len(RECORD):])
+        if self._records_only:
+            return Outcome(GONE)  # already listed as missing: give the time to the records
         return self._uploader.upload(item, now_wall=time.time(), now_mono=time.monotonic())
 
-    def _upload_record(self) -> Outcome:
+    def _upload_record(self, task: str) -> Outcome:
         with self._lock:
-            record, version = self._record, self._record_version
-        if record is None:
-            return Outcome(UPLOADED)
+            outgoing = self._outgoing.get(task)
+        if outgoing is None:
+            return Outcome(_RECORD_SENT)
+        record, version = outgoing
         data = record_json(record)
         try:
-            self.store.put_bytes(data, task_record_key(self.task))
-            if self.owns_outputs:
+            self.store.put_bytes(data, task_record_key(task))
+            if self.owns_outputs and task == self.task:
                 self.store.put_bytes(data, JOB_RECORD_KEY)
         except Exception as e:
             return Outcome(FAILED, describe_error(e))
         with self._lock:
-            self._published_version = max(self._published_version, version)
+            self._published[task] = max(self._published.get(task, 0), version)
         return Outcome(_RECORD_SENT)
 
     def _settle_outcome(self, item: Item, outcome: Outcome) -> None:
@@ -268,9 +286,9 @@ class Syncer:
                 delay = min(delay, max(0.0, self._deadline - time.monotonic()))
             with self._lock:
                 self._failed_attempts += 1
-                first = self._healthy
-                self._healthy = False
-            if first:
+                first = not self._failing
+                self._failing.add(item.rel)
+            if first:  # one line per outage, not one per retry
                 self._log(f"tfbuild-agent: uploading {item.rel} to {self.store.uri} failed "
                           f"({outcome.error}); files stay local and are retried with back-off")
             self.sched.finish(item, retry_in=delay, error=outcome.error)
@@ -279,12 +297,12 @@ class Syncer:
             self.sched.finish(item, recheck_in=outcome.wait)
             return
         with self._lock:
-            if outcome.kind == UPLOADED and item.rel != RECORD:
+            if outcome.kind == UPLOADED and not item.rel.startswith(RECORD):
                 self._uploaded += 1
                 self._uploaded_bytes += outcome.size
-            recovered = not self._healthy and outcome.kind in (UPLOADED, _RECORD_SENT)
-            if recovered:
-                self._healthy = True
+            recovered = (outcome.kind in (UPLOADED, _RECORD_SENT)
+                         and self._failing == {item.rel})
+            self._failing.discard(item.rel)
         if recovered:
             self._log(f"tfbuild-agent: uploads to {self.store.uri} work again")
         self.sched.finish(item)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class Uploader:
         settle: float,
         output_settle: float,
         snapshot_after: float,
+        is_open: Callable[[str], bool] = lambda rel: False,
     ) -> None:
         self.store = store
         self.manifest = manifest
@@ -53,15 +55,23 @@ class Uploader:
         self.settle = settle
         self.output_settle = output_settle
         self.snapshot_after = snapshot_after
+        self.is_open = is_open
 
     def settle_for(self, rel: str) -> float:
-        """Quiet seconds before a file nobody closed yet counts as finished.
+        """Quiet seconds before a file without a close event counts as finished.
 
         Logs and event files stay open while training and only grow: a short pause is
-        enough. Outputs wait for their writer to close them; the long quiet period only
-        covers files a script keeps open (and stores without close events).
+        enough. An output still held open waits for its writer to close it (a slow
+        writer must not get half a file uploaded); `output_settle` only covers scripts
+        that keep an output open for good, or a missed close event.
         """
-        return self.output_settle if rel.startswith("outputs/") else self.settle
+        if rel.startswith("outputs/") and self.is_open(rel):
+            return self.output_settle
+        return self.settle
+
+    def max_wait_for(self, rel: str) -> float | None:
+        """A log that never pauses is still uploaded every `snapshot_after` seconds."""
+        return self.snapshot_after if rel.startswith("logs/") else None
 
     def may_snapshot(self, item: Item, now_mono: float) -> bool:
         """A log written without pause for a long time is uploaded as it stands (it only
@@ -95,15 +105,17 @@ class Uploader:
                                        f"{describe_error(e)}")
             if snap.changed_while_copying and not snapshot_ok:
                 return Outcome(UNSETTLED, wait=self.settle_for(item.rel))
-            if not same_content(entry, snap.size, snap.sha256):
-                try:
-                    self.store.put_file(staged, self.key_for(item.rel))
-                except Exception as e:  # any backend error: keep the file, retry later
-                    return Outcome(FAILED, describe_error(e))
-                kind = UPLOADED
-            else:
-                kind = SKIPPED  # touched but identical: the store already has it
-            self.manifest.record(item.rel, Entry(snap.size, snap.sha256, snap.mtime_ns))
-            return Outcome(kind, size=snap.size)
+            if entry is not None and same_content(entry, snap.size, snap.sha256):
+                # Touched but identical: the store already has it.
+                self.manifest.record(item.rel, Entry(snap.size, snap.sha256, snap.mtime_ns,
+                                                     entry.uploaded_at))
+                return Outcome(SKIPPED)
+            try:
+                self.store.put_file(staged, self.key_for(item.rel))
+            except Exception as e:  # any backend error: keep the file, retry later
+                return Outcome(FAILED, describe_error(e))
+            self.manifest.record(item.rel,
+                                 Entry(snap.size, snap.sha256, snap.mtime_ns, time.time()))
+            return Outcome(UPLOADED, size=snap.size)
         finally:
             staged.unlink(missing_ok=True)

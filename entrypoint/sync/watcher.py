@@ -3,12 +3,15 @@
 On Linux (inotify) a writer closing a file gives FileClosedEvent (IN_CLOSE_WRITE): the
 file is complete and is reported as closed. Elsewhere, and for files kept open (a
 TensorBoard event file, a log), changes are reported and the syncer waits until the
-file has been quiet for a moment. A file renamed into place counts as closed.
+file has been quiet for a moment. A file renamed into place, or inside a folder moved
+in, counts as closed. Open and close events are counted so `is_open` can tell a file
+someone still holds open (wait for the close) from one moved in whole (no open seen).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,9 +19,11 @@ from watchdog.events import (
     DirCreatedEvent,
     DirMovedEvent,
     FileClosedEvent,
+    FileClosedNoWriteEvent,
     FileCreatedEvent,
     FileModifiedEvent,
     FileMovedEvent,
+    FileOpenedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
 )
@@ -29,8 +34,8 @@ from .layout import AGENT_DIR, SYNCED_DIRS, local_rel
 OnFile = Callable[[str, bool], None]
 """Called with (workdir-relative path, closed)."""
 
-_EVENTS = [FileClosedEvent, FileCreatedEvent, FileModifiedEvent, FileMovedEvent,
-           DirCreatedEvent, DirMovedEvent]
+_EVENTS = [FileClosedEvent, FileClosedNoWriteEvent, FileOpenedEvent, FileCreatedEvent,
+           FileModifiedEvent, FileMovedEvent, DirCreatedEvent, DirMovedEvent]
 
 
 def walk_files(workdir: Path) -> Iterator[tuple[str, os.stat_result]]:
@@ -59,11 +64,25 @@ class _Handler(FileSystemEventHandler):
     def __init__(self, workdir: Path, on_file: OnFile) -> None:
         self.workdir = workdir
         self.on_file = on_file
+        self._lock = threading.Lock()
+        self._handles: dict[str, int] = {}
+        """Opens minus closes seen per path (never below zero: a lost event must not
+        make a file look open for ever)."""
 
-    def _report(self, path: str | bytes, closed: bool) -> None:
-        rel = local_rel(os.fsdecode(path), self.workdir)
-        if rel is not None:
-            self.on_file(rel, closed)
+    def is_open(self, rel: str) -> bool:
+        with self._lock:
+            return self._handles.get(rel, 0) > 0
+
+    def _count(self, rel: str, delta: int) -> None:
+        with self._lock:
+            n = max(0, self._handles.get(rel, 0) + delta)
+            if n:
+                self._handles[rel] = n
+            else:
+                self._handles.pop(rel, None)
+
+    def _rel(self, path: str | bytes) -> str | None:
+        return local_rel(os.fsdecode(path), self.workdir)
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if isinstance(event, DirMovedEvent | DirCreatedEvent):
@@ -72,12 +91,23 @@ class _Handler(FileSystemEventHandler):
             where = event.dest_path if isinstance(event, DirMovedEvent) else event.src_path
             for rel, _ in _walk(self.workdir, Path(os.fsdecode(where))):
                 self.on_file(rel, isinstance(event, DirMovedEvent))
-        elif isinstance(event, FileMovedEvent):
-            self._report(event.dest_path, True)
+            return
+        moved = isinstance(event, FileMovedEvent)
+        rel = self._rel(event.dest_path if moved else event.src_path)
+        if rel is None:
+            return
+        if isinstance(event, FileOpenedEvent):
+            self._count(rel, +1)
+        elif isinstance(event, FileClosedNoWriteEvent):
+            self._count(rel, -1)
         elif isinstance(event, FileClosedEvent):
-            self._report(event.src_path, True)
+            self._count(rel, -1)
+            self.on_file(rel, True)
+        elif moved:
+            self.on_file(rel, True)
         elif isinstance(event, FileCreatedEvent | FileModifiedEvent):
-            self._report(event.src_path, False)
+            # watchdog walks a folder moved in and reports its files as synthetic creations.
+            self.on_file(rel, event.is_synthetic)
 
 
 class FolderWatcher:
@@ -97,6 +127,10 @@ class FolderWatcher:
         observer.daemon = True
         observer.start()
         self._observer = observer
+
+    def is_open(self, rel: str) -> bool:
+        """Someone opened `rel` and has not closed it yet (as far as events tell)."""
+        return self._handler.is_open(rel)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop watching; waits at most `timeout` seconds for the observer thread."""

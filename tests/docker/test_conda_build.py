@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conda_channel import index_channel, write_package
-from conftest import write_project
+from imagetools import write_project
 
 from tfbuild.errors import BuildError
 

@@ -66,9 +66,9 @@ def test_request_names_packages_and_rewrites_local_channels(project, tmp_path):
         "tfbuild/conda/channels/0/noarch/hello-1.0-0.tar.bz2",
         "tfbuild/conda/channels/0/noarch/repodata.json",
     ]
-    tar = tarfile.open(fileobj=BytesIO(ctx.tar_bytes()))
-    member = tar.extractfile("tfbuild/conda/channels/0/noarch/hello-1.0-0.tar.bz2")
-    assert member is not None and member.read() == b"package bytes noarch"
+    with tarfile.open(fileobj=BytesIO(ctx.tar_bytes())) as tar:
+        member = tar.extractfile("tfbuild/conda/channels/0/noarch/hello-1.0-0.tar.bz2")
+        assert member is not None and member.read() == b"package bytes noarch"
 
 
 def test_no_channel_means_conda_forge(project):

@@ -21,7 +21,7 @@ from tfbuild_agent.jobspec import JobSpec
 from tfbuild_agent.membership import Membership
 from tfbuild_agent.rendezvous import join_rendezvous, open_control, rendezvous_source
 from tfbuild_agent.rendezvous_config import parse_address, settings_from_env
-from tfbuild_agent.rendezvous_wire import PROTOCOL, LineSocket, new_nonce
+from tfbuild_agent.rendezvous_wire import PROTOCOL, LineSocket, accept_mac, encode, new_nonce
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -151,6 +151,8 @@ def test_rendezvous_source_reads_the_environment_and_hands_its_channel_to_open_c
     c1 = open_control(m1, job, {}, log, timeout=1, decisive_task="worker-0")
     try:
         assert c0.membership is m0 and c1.membership is m1
+        with pytest.raises(DiscoveryError, match="open_control was called twice"):
+            open_control(m0, job, {}, log, timeout=1)
         c0.report("worker-0", "Completed", 0)
         event = c1.next_event(5)
         assert event is not None and event.kind == "finished" and event.task == "worker-0"
@@ -295,6 +297,47 @@ def test_a_server_that_cannot_prove_the_token_is_not_trusted() -> None:
         listener.close()
 
 
+def test_messages_that_arrive_in_one_read_are_all_handled() -> None:
+    """The last node to join often gets `accepted` and `formed` in one segment."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", free_port()))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def server() -> None:
+        conn, _ = listener.accept()
+        link = LineSocket(conn)
+        nonce = new_nonce()
+        link.send({"type": "challenge", "protocol": PROTOCOL, "nonce": nonce}, 2)
+        join = link.receive(2)[0]
+        together = [
+            {"type": "accepted", "mac": accept_mac(TOKEN, nonce, join["nonce"])},
+            {"type": "formed", "rank": 1, "hosts": ["h0", "h1"], "identities": ["a", "b"]},
+            {
+                "type": "event",
+                "kind": "failed",
+                "task": "worker-0",
+                "exit_code": 2,
+                "message": "task worker-0 failed",
+            },
+        ]
+        conn.sendall(b"".join(encode(m) for m in together))
+        link.receive(2)  # the client's goodbye
+        link.close()
+
+    t = threading.Thread(target=server)
+    t.start()
+    try:
+        channel = join_rendezvous(settings(port, "b", 2, serve=False), Logs(), timeout=3)
+        assert channel.membership.hosts == ("h0", "h1") and channel.membership.node_rank == 1
+        event = channel.next_event(1)
+        assert event is not None and (event.kind, event.exit_code) == ("failed", 2)
+        channel.close()
+    finally:
+        t.join()
+        listener.close()
+
+
 def test_multi_node_without_token_refuses_to_start_unless_trusted() -> None:
     env = {"TFBUILD_NODE_ID": "a"}
     with pytest.raises(ConfigError) as err:
@@ -396,8 +439,12 @@ def test_parse_address_rejects_nonsense(value: str) -> None:
 
 
 def test_timeout_names_who_joined_and_how_many_are_missing() -> None:
+    log = Logs()
     with pytest.raises(DiscoveryTimeout) as err:
-        form(free_port(), ["alpha", "bravo"], n=3, timeout=1.0)
+        form(free_port(), ["alpha", "bravo"], n=3, timeout=1.0, log=log, progress_interval=0.3)
+    progress = log.matching("of 3 nodes joined 127.0.0.1:")
+    assert progress and "rendezvous: after " in progress[0]
+    assert any("2 of 3 nodes joined" in line and "(alpha, bravo)" in line for line in progress)
     message = str(err.value)
     assert "did not form within 1 s" in message
     assert "2 of 3 nodes joined 127.0.0.1:" in message

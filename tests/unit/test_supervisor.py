@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 
+from tfbuild_agent.control import Event
 from tfbuild_agent.launch.supervisor import Supervisor, exit_code_of
 from tfbuild_agent.topology import Task
 
@@ -56,6 +57,8 @@ def test_chief_success_stops_servers_and_job_completes(tmp_path):
     assert outcome.exit_code == 0 and outcome.status == "Completed"
     assert time.monotonic() - started < 10
     assert ("chief-0", "Completed", 0) in statuses
+    # Servers stopped because the chief is done have done their part.
+    assert ("ps-0", "Completed", 0) in statuses and ("worker-0", "Completed", 0) in statuses
     assert (tmp_path / "logs" / "chief-0.log").read_text().strip() == "done"
 
 
@@ -101,11 +104,7 @@ def test_children_ignoring_sigterm_are_killed_after_the_grace(tmp_path):
 
 
 def test_control_failure_event_stops_local_tasks(tmp_path):
-    class Event:
-        kind = "failed"
-        message = "task worker-3 on node 1 failed with exit code 1"
-
-    class FakeControl:  # stands in for the network channel, tested in test_control*
+    class FakeControl:  # stands in for the network channel (tested for real in test_control)
         def __init__(self):
             self.reports = []
             self.sent = False
@@ -117,7 +116,8 @@ def test_control_failure_event_stops_local_tasks(tmp_path):
             time.sleep(timeout)
             if not self.sent and time.monotonic() - t0 > 0.5:
                 self.sent = True
-                return Event()
+                return Event("failed", "task worker-3 on node 1 failed with exit code 1",
+                             task="worker-3", exit_code=1)
             return None
 
     control = FakeControl()

@@ -7,9 +7,9 @@ import hashlib
 import json
 import os
 
+import horovod.tensorflow.keras as hvd
 import numpy as np
 import tensorflow as tf
-import horovod.tensorflow.keras as hvd
 
 hvd.init()
 rank, size = hvd.rank(), hvd.size()

@@ -1,0 +1,251 @@
+"""Node 0 of an mpi job: write the hostfile, wait until every other agent answers on
+its launch channel, run mpirun, and tell every agent how the job ended."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from ..errors import AgentError, ConfigError, DiscoveryError, DiscoveryTimeout
+from ..jobspec import JobSpec
+from ..rendezvous_wire import ProtocolError
+from ..topology import Plan
+from . import netif
+from .command import entry_command, merge_script_params
+from .mpi import agent_command
+from .mpi_channel import JobResult, LaunchRefused, ping, send_result
+from .mpi_command import (
+    HOSTS_VAR,
+    MpiSettings,
+    describe_failure,
+    exported_names,
+    mpirun_argv,
+    rsh_agent_value,
+)
+from .mpi_rank import line_buffered
+from .mpi_record import NodeRecord
+from .output import OutputPump
+from .reaper import Reaper
+
+PING_BOUND = 5.0
+PROGRESS_EVERY = 10.0
+RESULT_SEND_BOUND = 10.0
+"""How long node 0 keeps trying to tell one agent the job's result."""
+DEFAULT_GRACE = 30.0
+TAIL_LINES = 200
+"""mpirun's last stderr lines kept to find which rank failed (the run record gets them too)."""
+
+
+def run_launcher(
+    plan: Plan,
+    job: JobSpec,
+    script_args: Sequence[str],
+    env: Mapping[str, str],
+    workdir: Path,
+    python: str,
+    log: Callable[[str], None],
+    *,
+    settings: MpiSettings,
+    token: str | None,
+    run_id: str,
+) -> int:
+    hosts = list(plan.hosts)
+    peers = hosts[1:]
+    run_env = {**os.environ, **env, **job.environment, "TFBUILD_RUN_ID": run_id,
+               HOSTS_VAR: ",".join(hosts)}
+    if shutil.which("mpirun", path=run_env.get("PATH")) is None:
+        raise ConfigError(
+            "mpirun is not installed in this image, so the mpi backend cannot start; build "
+            "the image with distributed_backend: mpi (it adds Open MPI)"
+        )
+    reaper = Reaper()
+    reaper.install()
+    interface = settings.interface or _detect_interface(peers, log)
+    if peers:
+        try:
+            wait_for_agents(peers, settings, token, log, reaper)
+        except AgentError as e:
+            tell_agents(peers, settings.launch_port, token, JobResult(1, str(e)), log)
+            raise
+    scratch = Path(tempfile.mkdtemp(prefix="tfbuild-mpi-"))
+    hostfile = scratch / "hostfile"
+    hostfile.write_text(plan.hostfile or "")
+    rank_command = line_buffered(entry_command(
+        job.entry_script, python, merge_script_params(job.script_params, script_args)
+    ), python)
+    argv = mpirun_argv(
+        world_size=plan.world_size,
+        hostfile=str(hostfile),
+        workdir=str(workdir),
+        rsh_agent=rsh_agent_value(agent_command(), settings.launch_port) if peers else None,
+        interface=interface,
+        exports=exported_names(run_env, job.environment, settings.extra_exports),
+        command=[*agent_command(), "mpi-rank", "--", *rank_command],
+        extra_args=settings.extra_args,
+    )
+    record = NodeRecord(env, run_id, "mpirun", 0, True, workdir, log)
+    log(f"mpi: starting {plan.world_size} rank(s) on {len(hosts)} node(s) "
+        f"({job.process_count_per_node} per node): {shlex.join(argv)}")
+    try:
+        proc = subprocess.Popen(
+            argv, cwd=workdir, env=run_env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,  # a signal to the agent reaches mpirun only through us
+        )
+    except OSError as e:
+        raise ConfigError(f"cannot start mpirun: {e.strerror}") from None
+    record.running()
+    pump = OutputPump("mpirun", workdir / "logs" / "mpirun.log", prefix=False,
+                      tail_lines=TAIL_LINES)
+    pump.attach(proc.stdout, proc.stderr)  # type: ignore[arg-type]
+    grace = float(env.get("TFBUILD_GRACE_SECONDS", DEFAULT_GRACE))
+    code = _wait_mpirun(proc, reaper, grace, log)
+    pump.close()
+    tail = list(pump.stderr_tail)
+    canceled = reaper.signal is not None
+    if canceled:
+        message = (f"stopped by {signal.Signals(reaper.signal).name} on the launcher node "
+                   f"{hosts[0]}")
+    elif code == 0:
+        message = f"all {plan.world_size} rank(s) completed"
+    else:
+        message = describe_failure(tail, code, hosts, job.process_count_per_node)
+    log(f"mpi: job {'completed' if code == 0 else 'failed'}: {message}")
+    tell_agents(peers, settings.launch_port, token, JobResult(code, message), log)
+    record.finish(code, canceled, "\n".join(tail))
+    shutil.rmtree(scratch, ignore_errors=True)
+    return code
+
+
+def _detect_interface(peers: Sequence[str], log: Callable[[str], None]) -> str | None:
+    if not peers:
+        return None
+    found = netif.job_network(peers[0])
+    if found is None:
+        log(f"mpi: cannot tell which network reaches {peers[0]}; Open MPI chooses interfaces "
+            "itself (set TFBUILD_MPI_IFACE to an interface name or CIDR to choose)")
+        return None
+    name, cidr = found
+    log(f"mpi: Open MPI's TCP traffic restricted to {cidr} ({name} here), the job's network")
+    return cidr
+
+
+def wait_for_agents(
+    peers: Sequence[str],
+    settings: MpiSettings,
+    token: str | None,
+    log: Callable[[str], None],
+    reaper: Reaper,
+) -> None:
+    """Return once every peer's agent answers a ping with our token (bounded)."""
+    port, timeout = settings.launch_port, settings.peer_timeout
+    start = time.monotonic()
+    deadline, next_log = start + timeout, start + PROGRESS_EVERY
+    pending = {host: "no attempt yet" for host in peers}
+    log(f"mpi: waiting up to {timeout:g} s for the agents on {', '.join(peers)} "
+        f"(launch channel, port {port})")
+    while pending:
+        for host in list(pending):
+            try:
+                state = ping(host, port, token, min(PING_BOUND, max(deadline - time.monotonic(),
+                                                                    0.5)))
+            except LaunchRefused:
+                raise
+            except (OSError, ProtocolError) as e:
+                pending[host] = str(e) or type(e).__name__
+                continue
+            if state != "waiting":
+                raise DiscoveryError(
+                    f"the agent on {host}:{port} already ran a launch ({state}), so it belongs "
+                    "to an earlier job; restart that node's container with this job"
+                )
+            del pending[host]
+        if not pending:
+            break
+        if reaper.signal is not None:
+            raise AgentError(f"stopped by {signal.Signals(reaper.signal).name} while waiting "
+                             f"for {', '.join(pending)}")
+        now = time.monotonic()
+        if now >= deadline:
+            missing = ", ".join(f"{h}:{port} ({why})" for h, why in pending.items())
+            raise DiscoveryTimeout(
+                f"no answer on the MPI launch channel from {missing} within {timeout:g} s; "
+                "start those nodes' containers with the same image and TFBUILD_JOB_TOKEN, check "
+                f"that port {port} is reachable from this node, or allow more time "
+                "(TFBUILD_DISCOVERY_TIMEOUT)"
+            )
+        if now >= next_log:
+            log(f"mpi: still waiting for {', '.join(pending)} after {now - start:.0f} s")
+            next_log = now + PROGRESS_EVERY
+        time.sleep(0.5)
+    log(f"mpi: every agent answered after {time.monotonic() - start:.1f} s")
+
+
+def _wait_mpirun(
+    proc: subprocess.Popen[bytes], reaper: Reaper, grace: float, log: Callable[[str], None]
+) -> int:
+    """mpirun's exit code. A signal to the agent goes to mpirun (which stops the ranks
+    everywhere); after `grace` seconds its whole process group is killed."""
+    kill_at: float | None = None
+    while True:
+        for pid, code in reaper.reap():
+            if pid == proc.pid:
+                proc.returncode = code
+                return code
+        if reaper.signal is not None and kill_at is None:
+            name = signal.Signals(reaper.signal).name
+            log(f"mpi: received {name}: forwarding it to mpirun (grace {grace:g} s)")
+            _signal(proc.pid, reaper.signal, group=False)
+            kill_at = time.monotonic() + grace
+        if kill_at is not None and time.monotonic() >= kill_at:
+            log("mpi: mpirun still running after the grace period: killing it")
+            _signal(proc.pid, signal.SIGKILL, group=True)
+            kill_at = float("inf")
+        time.sleep(0.1)
+
+
+def _signal(pid: int, sig: int, group: bool) -> None:
+    try:
+        if group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def tell_agents(
+    peers: Sequence[str],
+    port: int,
+    token: str | None,
+    result: JobResult,
+    log: Callable[[str], None],
+) -> None:
+    """Send every peer the job's result, in parallel, each bounded by RESULT_SEND_BOUND."""
+
+    def tell(host: str) -> None:
+        deadline = time.monotonic() + RESULT_SEND_BOUND
+        while True:
+            try:
+                send_result(host, port, token, result, PING_BOUND)
+                return
+            except (OSError, ProtocolError, AgentError) as e:
+                if isinstance(e, LaunchRefused) or time.monotonic() >= deadline:
+                    log(f"mpi: could not tell {host}:{port} how the job ended ({e}); it exits "
+                        "on its own once its daemon is gone")
+                    return
+            time.sleep(0.5)
+
+    threads = [threading.Thread(target=tell, args=(h,), daemon=True) for h in peers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(RESULT_SEND_BOUND + PING_BOUND)

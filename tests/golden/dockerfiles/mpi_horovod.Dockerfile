@@ -1,0 +1,68 @@
+# Rendered by tfbuild 0.1.0; re-render with `tfbuild dockerfile`, do not edit.
+# No `# syntax=` line on purpose: BuildKit would fetch a frontend image, which fails offline.
+# --- OS: the offline Debian base, Open MPI runtime
+FROM tfbuild/debian:bookworm AS os
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openmpi-bin \
+ && rm -rf /var/lib/apt/lists/*
+
+# --- TensorFlow 2.18.1 (CPU) in /opt/tfbuild/venv
+FROM os AS tensorflow
+RUN python3 -m venv /opt/tfbuild/venv \
+ && /opt/tfbuild/venv/bin/python -c 'import pathlib, sys, sysconfig; v = "%d.%d" % sys.version_info[:2]; pathlib.Path(sysconfig.get_path("purelib"), "tfbuild-layers.pth").write_text("".join(f"/opt/tfbuild/layers/{n}/lib/python{v}/site-packages\n" for n in ("mpi", "user", "conda")))' \
+ && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir tensorflow-cpu==2.18.1 'tensorboard>=2.18,<2.19' \
+ && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir --no-deps 'tf-keras~=2.18.0' \
+ && /opt/tfbuild/venv/bin/pip freeze --exclude-editable | grep -v ' @ ' > /opt/tfbuild/venv/tfbuild-constraints.txt \
+ && find /opt/tfbuild/venv -name __pycache__ -prune -exec rm -rf {} +
+
+# --- MPI: mpi4py + Horovod 0.28.1 (MPI + Gloo), built after TensorFlow into /opt/tfbuild/layers/mpi
+FROM tensorflow AS mpi
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libopenmpi-dev python3-dev g++ cmake make \
+ && rm -rf /var/lib/apt/lists/*
+RUN PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir --prefix /opt/tfbuild/layers/mpi -c /opt/tfbuild/venv/tfbuild-constraints.txt mpi4py==4.1.2
+RUN PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir -c /opt/tfbuild/venv/tfbuild-constraints.txt setuptools wheel packaging \
+ && HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 MAKEFLAGS=-j2 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir --no-build-isolation --prefix /opt/tfbuild/layers/mpi -c /opt/tfbuild/venv/tfbuild-constraints.txt horovod==0.28.1 \
+ && PATH=/opt/tfbuild/layers/mpi/bin:$PATH horovodrun --check-build \
+ && /opt/tfbuild/venv/bin/python -c 'import horovod.tensorflow as hvd; hvd.init(); print("horovod", hvd.__version__, "size", hvd.size())'
+RUN /opt/tfbuild/venv/bin/python -c 'from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0])' \
+ && /opt/tfbuild/venv/bin/pip freeze --exclude-editable | grep -v ' @ ' > /opt/tfbuild/layers/mpi/tfbuild-constraints.txt \
+ && find /opt/tfbuild/layers/mpi -name __pycache__ -prune -exec rm -rf {} +
+
+# --- user pip packages into /opt/tfbuild/layers/user, constrained so they cannot replace TensorFlow or Horovod
+FROM mpi AS user-packages
+RUN PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir --prefix /opt/tfbuild/layers/user -c /opt/tfbuild/layers/mpi/tfbuild-constraints.txt pandas \
+ && find /opt/tfbuild/layers/user -name __pycache__ -prune -exec rm -rf {} +
+
+# --- the tfbuild agent in its own venv, so its dependencies never meet the user's
+FROM os AS agent
+COPY tfbuild/agent/ /tmp/tfbuild-agent/
+RUN python3 -m venv /opt/tfbuild/agent \
+ && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/agent/bin/pip install --no-cache-dir -r /tmp/tfbuild-agent/requirements.txt \
+ && cp -r /tmp/tfbuild-agent/tfbuild_agent "$(/opt/tfbuild/agent/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/" \
+ && mkdir -p /opt/tfbuild/agent/cmd \
+ && printf '#!/opt/tfbuild/agent/bin/python\nfrom tfbuild_agent.cli import main\nraise SystemExit(main())\n' > /opt/tfbuild/agent/cmd/tfbuild-agent \
+ && chmod 755 /opt/tfbuild/agent/cmd/tfbuild-agent \
+ && find /opt/tfbuild/agent -name __pycache__ -prune -exec rm -rf {} +
+
+# --- the image: layers in cache order, then the agent, the source, and metadata
+FROM os
+COPY --from=tensorflow /opt/tfbuild/venv /opt/tfbuild/venv
+COPY --from=mpi /opt/tfbuild/layers/mpi /opt/tfbuild/layers/mpi
+COPY --from=user-packages /opt/tfbuild/layers/user /opt/tfbuild/layers/user
+COPY --from=agent /opt/tfbuild/agent /opt/tfbuild/agent
+WORKDIR /app
+COPY src/ /app/
+COPY tfbuild/job.json /etc/tfbuild/job.json
+ENV PATH="/opt/tfbuild/venv/bin:/opt/tfbuild/layers/user/bin:/opt/tfbuild/layers/mpi/bin:/opt/tfbuild/layers/conda/bin:/opt/tfbuild/agent/cmd:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    PYTHONUNBUFFERED="1" \
+    TF_USE_LEGACY_KERAS="1" \
+    OMPI_ALLOW_RUN_AS_ROOT="1" \
+    OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1"
+ENTRYPOINT ["/opt/tfbuild/agent/cmd/tfbuild-agent", "run", "--"]
+CMD []
+LABEL org.opencontainers.image.title="proj" \
+      io.tfbuild.version="0.1.0" \
+      io.tfbuild.source-digest="sha256:5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d" \
+      io.tfbuild.spec="{\"apt_packages\":[],\"ca_certs\":[],\"conda_channels\":[],\"conda_packages\":[],\"custom_docker_base_image\":null,\"distributed_backend\":\"mpi\",\"entry_script\":\"train.py\",\"environment_variables\":{},\"horovod\":true,\"keras\":\"legacy\",\"labels\":{},\"node_count\":2,\"parameter_server_count\":0,\"pip_extra_index_urls\":[],\"pip_index_url\":null,\"pip_packages\":[\"pandas\"],\"process_count_per_node\":2,\"python_version\":\"3.11\",\"script_params\":[],\"source_directory\":\"proj\",\"tag\":null,\"tensorflow_version\":\"2.18.1\",\"trust_host_ca\":false,\"upload_extras\":[],\"use_gpu\":false,\"worker_count\":1}"
