@@ -37,7 +37,7 @@ def describe_job(env: Mapping[str, str]) -> dict[str, Any]:
     }
     membership = discover(ctx, rendezvous=rendezvous_source)
     out["membership"] = membership.describe()
-    p = plan(membership, job)
+    p = _plan(membership, job, env)
     out["plan"] = {
         "backend": p.backend,
         "node_rank": p.node_rank,
@@ -50,6 +50,16 @@ def describe_job(env: Mapping[str, str]) -> dict[str, Any]:
         "decisive_task": p.decisive_task,
     }
     return out
+
+
+def _plan(membership: Membership, job: JobSpec, env: Mapping[str, str]) -> Plan:
+    """topology.plan with the run-time options that only the environment gives."""
+    return plan(
+        membership,
+        job,
+        placement=env.get("TFBUILD_PLACEMENT") or None,
+        evaluator=env.get("TFBUILD_EVALUATOR", "") in ("1", "true", "yes"),
+    )
 
 
 def run_id_for(env: Mapping[str, str], membership: Membership) -> str:
@@ -76,7 +86,7 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
     workdir, python = _resolve_paths(job)
     ctx = DiscoveryContext.from_environ(job, env)
     membership = discover(ctx, rendezvous=rendezvous_source)
-    the_plan = plan(membership, job)
+    the_plan = _plan(membership, job, env)
     log(
         f"{membership.source} discovery: node {membership.node_rank} of "
         f"{membership.node_count}; backend {the_plan.backend}; tasks here: "
@@ -99,8 +109,9 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
             membership, job, env, log, timeout=ctx.timeout, decisive_task=the_plan.decisive_task
         )
 
-    primary = the_plan.tasks[0] if the_plan.tasks else None
-    syncer = _start_syncer(env, run_id, the_plan, primary, workdir, log)
+    # The node's lowest-rank task names its uploads; rank 0's node owns outputs/.
+    primary = min(the_plan.tasks, key=lambda t: t.rank) if the_plan.tasks else None
+    syncer = _start_syncer(env, run_id, primary, workdir, log)
     records: dict[str, dict[str, Any]] = {}
     log_dir = workdir / "logs"
 
@@ -116,9 +127,10 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
                 stderr_tail="\n".join(tail) if status == "Failed" else None,
             )
         records[task.name] = rec
-        runrecord.write_record(rec, log_dir / f"run.{task.name}.json")
         if syncer is not None:
-            syncer.publish_record(rec)
+            syncer.publish_record(rec)  # also keeps the local copy
+        else:
+            runrecord.write_record(rec, runrecord.local_record_path(workdir, task.name))
 
     supervisor = Supervisor(
         the_plan.tasks,
@@ -154,7 +166,6 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
 def _start_syncer(
     env: Mapping[str, str],
     run_id: str,
-    the_plan: Plan,
     primary: Task | None,
     workdir: Path,
     log: Any,
@@ -164,7 +175,6 @@ def _start_syncer(
         return None
     from .sync.syncer import Syncer
 
-    owns = any(t.rank == 0 for t in the_plan.tasks)
-    syncer = Syncer(dest, run_id, primary.name, owns, workdir, log=log)
+    syncer = Syncer(dest, run_id, primary.name, primary.rank == 0, workdir, log=log, env=env)
     syncer.start()
     return syncer
