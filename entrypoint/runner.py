@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from .discovery.chain import discover
 from .discovery.context import DiscoveryContext, log_to_stderr
 from .jobspec import JobSpec, load_job, read_baked_job
 from .launch.command import entry_command, merge_script_params
+from .launch.gpus import device_for, processes_per_node, visible_gpus
 from .launch.supervisor import Supervisor
 from .membership import Membership
 from .rendezvous import open_control, rendezvous_source
@@ -80,9 +82,24 @@ def _resolve_paths(job: JobSpec) -> tuple[Path, str]:
     return workdir, python
 
 
+def _with_gpus(job: JobSpec, env: Mapping[str, str], gpus: list[str]) -> JobSpec:
+    explicit = bool(env.get("TFBUILD_PROCS_PER_NODE"))
+    count = processes_per_node(job.process_count_per_node, explicit, job.use_gpu, gpus)
+    return replace(job, process_count_per_node=count)
+
+
+def _device_env(task: Task, gpus: list[str]) -> Task:
+    local_size = int(task.env.get("LOCAL_WORLD_SIZE", "1"))
+    device = device_for(task.local_rank, local_size, gpus)
+    if device is None:
+        return task
+    return replace(task, env={**task.env, "CUDA_VISIBLE_DEVICES": device})
+
+
 def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
     log = log_to_stderr
-    job = _job(env)
+    gpus = visible_gpus(env, os.listdir("/dev") if os.path.isdir("/dev") else [])
+    job = _with_gpus(_job(env), env, gpus)
     workdir, python = _resolve_paths(job)
     ctx = DiscoveryContext.from_environ(job, env)
     membership = discover(ctx, rendezvous=rendezvous_source)
@@ -133,7 +150,7 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
             runrecord.write_record(rec, runrecord.local_record_path(workdir, task.name))
 
     supervisor = Supervisor(
-        the_plan.tasks,
+        [_device_env(t, gpus) for t in the_plan.tasks],
         lambda task: entry_command(job.entry_script, python, argv),
         {**os.environ, **dict(env), **dict(job.environment), "TFBUILD_RUN_ID": run_id},
         workdir,
