@@ -13,6 +13,8 @@ import click
 
 from . import __version__, console
 from .errors import TfbuildError
+from .launcher_cli import run
+from .runs_cli import runs
 
 
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
@@ -228,18 +230,30 @@ def inspect(image_name: str) -> None:
     click.echo(json.dumps(inspect_labels(image_name), indent=2, sort_keys=True))
 
 
-def _attach_optional_groups() -> None:
-    from .launcher_cli import run
+@cli.command()
+def versions() -> None:
+    """The TensorFlow versions tfbuild knows: Python, CUDA/cuDNN and Horovod for each."""
+    from rich.table import Table
 
-    cli.add_command(run)
-    try:
-        from .runs_cli import runs
-    except ImportError:  # pragma: no cover - runs_cli arrives with the upload work
-        return
-    cli.add_command(runs)
+    from .compat import load_matrix
+
+    matrix = load_matrix()
+    table = Table("TensorFlow", "Python", "CUDA", "cuDNN", "Horovod")
+    for version in matrix.known_tf_versions():
+        release = matrix.tf_release(version)
+        hvd = release.horovod
+        horovod = (
+            "-" if not hvd.supported else f"{hvd.version}{'' if hvd.verified else ' (untested)'}"
+        )
+        default = " (default)" if version == matrix.default_tensorflow else ""
+        table.add_row(
+            version + default, ", ".join(release.python), release.cuda, release.cudnn, horovod
+        )
+    console.out.print(table)
 
 
-_attach_optional_groups()
+cli.add_command(run)
+cli.add_command(runs)
 
 
 def main() -> None:
