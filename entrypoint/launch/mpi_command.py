@@ -149,6 +149,8 @@ _EXIT_CODE = re.compile(r"Exit code:\s*(-?\d+)")
 _SIGNALLED = re.compile(
     r"process rank (\d+) with PID \d+ on node (\S+) exited on signal (\d+)(?: \(([^)]*)\))?"
 )
+_MPI_ABORT = re.compile(r"MPI_ABORT was invoked on rank (\d+) in communicator (\S+)\s+"
+                        r"with errorcode (-?\d+)")
 _LOST_DAEMON = re.compile(r"(ORTE has lost communication with a remote daemon|"
                           r"ORTE daemon has unexpectedly failed|"
                           r"ORTE was unable to reliably start one or more daemons)")
@@ -171,6 +173,11 @@ def describe_failure(
         exit_code = _EXIT_CODE.search(text, name.end())
         how = f"exited with code {exit_code.group(1)}" if exit_code else "failed"
         return f"rank {rank}{where(rank)} {how}; mpirun aborted the job (exit code {code})"
+    aborted = _MPI_ABORT.search(text)
+    if aborted:
+        rank = int(aborted.group(1))
+        return (f"rank {rank}{where(rank)} called MPI_Abort on {aborted.group(2)} with error "
+                f"code {aborted.group(3)}; Open MPI stopped every rank (exit code {code})")
     signalled = _SIGNALLED.search(text)
     if signalled:
         rank, sig = int(signalled.group(1)), signalled.group(3)

@@ -61,42 +61,87 @@ def run_launcher(
     peers = hosts[1:]
     run_env = {**os.environ, **env, **job.environment, "TFBUILD_RUN_ID": run_id,
                HOSTS_VAR: ",".join(hosts)}
+    reaper = Reaper()
+    reaper.install()
+    scratch = Path(tempfile.mkdtemp(prefix="tfbuild-mpi-"))
+    try:
+        try:
+            argv = _mpirun_command(plan, job, script_args, run_env, scratch, workdir, python,
+                                   settings, log)
+            if peers:
+                wait_for_agents(peers, settings, token, log, reaper)
+        except AgentError as e:
+            # The other nodes wait for a launch that will not come: tell them now.
+            tell_agents(peers, settings.launch_port, token, JobResult(1, str(e)), log)
+            raise
+        log(f"mpi: starting {plan.world_size} rank(s) on {len(hosts)} node(s) "
+            f"({job.process_count_per_node} per node): {shlex.join(argv)}")
+        record = NodeRecord(env, run_id, "mpirun", 0, True, workdir, log)
+        code, tail = _run_mpirun(argv, run_env, workdir, reaper, record, env, log)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    canceled = reaper.signal is not None
+    if canceled:
+        message = (f"stopped by {signal.Signals(reaper.signal).name} on the launcher node "
+                   f"{hosts[0]}")
+    elif code == 0:
+        message = f"all {plan.world_size} rank(s) completed"
+    else:
+        message = describe_failure(tail, code, hosts, job.process_count_per_node)
+    log(f"mpi: job {'completed' if code == 0 else 'failed'}: {message}")
+    tell_agents(peers, settings.launch_port, token, JobResult(code, message), log)
+    record.finish(code, canceled, "\n".join(tail))
+    return code
+
+
+def _mpirun_command(
+    plan: Plan,
+    job: JobSpec,
+    script_args: Sequence[str],
+    run_env: Mapping[str, str],
+    scratch: Path,
+    workdir: Path,
+    python: str,
+    settings: MpiSettings,
+    log: Callable[[str], None],
+) -> list[str]:
+    """Write the hostfile into `scratch` and return mpirun's argv."""
     if shutil.which("mpirun", path=run_env.get("PATH")) is None:
         raise ConfigError(
             "mpirun is not installed in this image, so the mpi backend cannot start; build "
             "the image with distributed_backend: mpi (it adds Open MPI)"
         )
-    reaper = Reaper()
-    reaper.install()
-    interface = settings.interface or _detect_interface(peers, log)
-    if peers:
-        try:
-            wait_for_agents(peers, settings, token, log, reaper)
-        except AgentError as e:
-            tell_agents(peers, settings.launch_port, token, JobResult(1, str(e)), log)
-            raise
-    scratch = Path(tempfile.mkdtemp(prefix="tfbuild-mpi-"))
+    peers = list(plan.hosts[1:])
     hostfile = scratch / "hostfile"
     hostfile.write_text(plan.hostfile or "")
     rank_command = line_buffered(entry_command(
         job.entry_script, python, merge_script_params(job.script_params, script_args)
     ), python)
-    argv = mpirun_argv(
+    return mpirun_argv(
         world_size=plan.world_size,
         hostfile=str(hostfile),
         workdir=str(workdir),
         rsh_agent=rsh_agent_value(agent_command(), settings.launch_port) if peers else None,
-        interface=interface,
+        interface=settings.interface or _detect_interface(peers, log),
         exports=exported_names(run_env, job.environment, settings.extra_exports),
         command=[*agent_command(), "mpi-rank", "--", *rank_command],
         extra_args=settings.extra_args,
     )
-    record = NodeRecord(env, run_id, "mpirun", 0, True, workdir, log)
-    log(f"mpi: starting {plan.world_size} rank(s) on {len(hosts)} node(s) "
-        f"({job.process_count_per_node} per node): {shlex.join(argv)}")
+
+
+def _run_mpirun(
+    argv: list[str],
+    run_env: Mapping[str, str],
+    workdir: Path,
+    reaper: Reaper,
+    record: NodeRecord,
+    env: Mapping[str, str],
+    log: Callable[[str], None],
+) -> tuple[int, list[str]]:
+    """mpirun's exit code and its last stderr lines; output goes to ./logs/mpirun.log too."""
     try:
         proc = subprocess.Popen(
-            argv, cwd=workdir, env=run_env, stdin=subprocess.DEVNULL,
+            argv, cwd=workdir, env=dict(run_env), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True,  # a signal to the agent reaches mpirun only through us
         )
@@ -109,20 +154,7 @@ def run_launcher(
     grace = float(env.get("TFBUILD_GRACE_SECONDS", DEFAULT_GRACE))
     code = _wait_mpirun(proc, reaper, grace, log)
     pump.close()
-    tail = list(pump.stderr_tail)
-    canceled = reaper.signal is not None
-    if canceled:
-        message = (f"stopped by {signal.Signals(reaper.signal).name} on the launcher node "
-                   f"{hosts[0]}")
-    elif code == 0:
-        message = f"all {plan.world_size} rank(s) completed"
-    else:
-        message = describe_failure(tail, code, hosts, job.process_count_per_node)
-    log(f"mpi: job {'completed' if code == 0 else 'failed'}: {message}")
-    tell_agents(peers, settings.launch_port, token, JobResult(code, message), log)
-    record.finish(code, canceled, "\n".join(tail))
-    shutil.rmtree(scratch, ignore_errors=True)
-    return code
+    return code, list(pump.stderr_tail)
 
 
 def _detect_interface(peers: Sequence[str], log: Callable[[str], None]) -> str | None:

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from ..errors import DiscoveryTimeout
 from ..topology import Plan
-from .mpi_channel import KILL_GRACE, LaunchServer
+from .mpi_channel import KILL_GRACE
 from .mpi_command import MpiSettings
 from .mpi_record import NodeRecord
+from .mpi_server import LaunchServer
 from .reaper import Reaper
 
 RESULT_BOUND = 15.0
@@ -127,8 +128,8 @@ class _NodeWait:
                            if s.refusals else "")
                 return _Outcome(1, (
                     f"the launcher node {self.launcher} did not start this node's ranks within "
-                    f"{self.settings.launch_timeout:g} s (nothing arrived on the MPI launch "
-                    f"channel, port {self.settings.launch_port}){refused}; check "
+                    f"{self.settings.launch_timeout:g} s (no authenticated launch arrived on "
+                    f"the MPI launch channel, port {self.settings.launch_port}){refused}; check "
                     f"{self.launcher}'s log, that it reaches this node on port "
                     f"{self.settings.launch_port}, and that every node has the same "
                     "TFBUILD_JOB_TOKEN (or set TFBUILD_MPI_LAUNCH_TIMEOUT)"), timed_out=True)

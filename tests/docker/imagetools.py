@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from pathlib import Path
 
 import docker.errors
@@ -27,3 +28,15 @@ print("ARGV " + json.dumps(sys.argv[1:]), flush=True)
 def remove_image(client, ref: str) -> None:
     with contextlib.suppress(docker.errors.ImageNotFound):
         client.images.remove(ref, noprune=False)
+
+
+def run_output(image: str, *args: str, entrypoint: str | None = None) -> str:
+    """stdout of `docker run --rm` (the CLI attaches before the start, so no output is
+    lost; reading the log of an exited container through the SDK can miss the tail)."""
+    cmd = ["docker", "run", "--rm"]
+    cmd += ["--entrypoint", entrypoint] if entrypoint else []
+    done = subprocess.run(
+        [*cmd, image, *args], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, f"docker run {image} failed:\n{done.stderr[-2000:]}"
+    return done.stdout

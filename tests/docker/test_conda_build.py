@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conda_channel import index_channel, write_package
-from imagetools import write_project
+from imagetools import run_output, write_project
 
 from tfbuild.errors import BuildError
 
@@ -53,9 +53,7 @@ def project(tmp_path_factory) -> Path:
     return write_project(tmp_path_factory.mktemp("conda") / "proj", "print('train')\n")
 
 
-def test_conda_package_from_a_local_channel_runs_in_the_image(
-    build, docker_client, channel, project
-):
+def test_conda_package_from_a_local_channel_runs_in_the_image(build, channel, project):
     tag, _ = build(
         project,
         TAG,
@@ -63,30 +61,22 @@ def test_conda_package_from_a_local_channel_runs_in_the_image(
         conda_packages=["hello-conda >=1.2"],
         conda_channels=[str(channel)],
     )
-    out = docker_client.containers.run(tag, entrypoint=["hello-conda"], remove=True)
-    assert out.decode() == "hello-conda from a local channel\n"
-    # Installed as a conda package (with its record), and without a conda Python.
-    listing = docker_client.containers.run(
-        tag,
-        entrypoint=["sh", "-c", "ls /opt/tfbuild/layers/conda/conda-meta; command -v hello-conda"],
-        remove=True,
-    ).decode()
-    assert "hello-conda-1.2.0-0.json" in listing
-    assert "python" not in listing.split("/usr")[0].replace("hello-conda", "")
-    assert listing.strip().endswith("/opt/tfbuild/layers/conda/bin/hello-conda")
-    record = json.loads(
-        docker_client.containers.run(
-            tag,
-            entrypoint=["cat", "/opt/tfbuild/layers/conda/conda-meta/hello-conda-1.2.0-0.json"],
-            remove=True,
-        )
-    )
+    assert run_output(tag, entrypoint="hello-conda") == "hello-conda from a local channel\n"
+    # Installed as a conda package (with its record), nothing else: no conda Python.
+    script = "ls /opt/tfbuild/layers/conda/conda-meta; command -v hello-conda"
+    listing = run_output(tag, "-c", script, entrypoint="sh")
+    assert listing.split() == [
+        "hello-conda-1.2.0-0.json",
+        "history",
+        "/opt/tfbuild/layers/conda/bin/hello-conda",
+    ]
+    meta = "/opt/tfbuild/layers/conda/conda-meta/hello-conda-1.2.0-0.json"
+    record = json.loads(run_output(tag, meta, entrypoint="cat"))
     assert record["noarch"] == "generic"
+    assert record["version"] == "1.2.0"
 
 
-def test_a_package_needing_python_is_refused_with_the_reason(
-    build, docker_client, channel, project
-):
+def test_a_package_needing_python_is_refused_with_the_reason(build, channel, project):
     with pytest.raises(BuildError) as e:
         build(
             project,

@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
-from imagetools import remove_image, write_project
+from imagetools import remove_image, run_output, write_project
 from registries import REGISTRY_PASSWORD, REGISTRY_USER, free_port
 
 from tfbuild.engine import push_image
@@ -29,9 +29,9 @@ print("ARGV " + json.dumps(sys.argv[1:]), flush=True)
 """
 
 
-def argv_printed(output: bytes) -> list[str]:
-    lines = [ln for ln in output.decode().splitlines() if ln.startswith("ARGV ")]
-    assert len(lines) == 1, output.decode()
+def argv_printed(output: str) -> list[str]:
+    lines = [ln for ln in output.splitlines() if ln.startswith("ARGV ")]
+    assert len(lines) == 1, output
     return json.loads(lines[0][5:])
 
 
@@ -52,7 +52,7 @@ def test_user_story_build_push_pull_run(registry, docker_client, tmp_path, base_
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(tag)
     docker_client.images.pull(f"{registry.host}/team/train", tag="1")
-    out = docker_client.containers.run(tag, ["--batch-size", "50"], remove=True)
+    out = run_output(tag, "--batch-size", "50")
     # Baked params, with the run's arguments winning where they name the same option.
     assert argv_printed(out) == ["--epochs", "3", "--batch-size", "50"]
     remove_image(docker_client, tag)

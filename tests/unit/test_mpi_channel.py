@@ -15,11 +15,11 @@ import pytest
 from tfbuild_agent.launch.mpi_channel import (
     JobResult,
     LaunchRefused,
-    LaunchServer,
     ping,
     remote_exec,
     send_result,
 )
+from tfbuild_agent.launch.mpi_server import LaunchServer
 from tfbuild_agent.rendezvous_wire import LineReader, LineSocket
 
 pytestmark = pytest.mark.timeout(60)

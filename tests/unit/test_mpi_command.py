@@ -39,6 +39,16 @@ SIGNALLED = """\
 mpirun noticed that process rank 1 with PID 0 on node tfjob-0 exited on signal 9 (Killed).
 --------------------------------------------------------------------------"""
 
+ABORTED = """\
+--------------------------------------------------------------------------
+MPI_ABORT was invoked on rank 1 in communicator MPI_COMM_WORLD
+with errorcode 5.
+
+NOTE: invoking MPI_ABORT causes Open MPI to kill all MPI processes.
+You may or may not see output from other processes, depending on
+exactly when Open MPI kills them.
+--------------------------------------------------------------------------"""
+
 
 def argv_value(argv: list[str], flag: str, name: str | None = None) -> str:
     for i, word in enumerate(argv):
@@ -129,6 +139,12 @@ def test_failure_by_signal_names_the_rank() -> None:
     assert text.startswith("rank 1 (on tfjob-0) was killed by signal 9 (Killed)")
 
 
+def test_mpi_abort_names_the_rank() -> None:
+    text = describe_failure(ABORTED.splitlines(), 5, ["tfjob-0", "tfjob-1"], 1)
+    assert text == ("rank 1 (on tfjob-1) called MPI_Abort on MPI_COMM_WORLD with error code 5; "
+                    "Open MPI stopped every rank (exit code 5)")
+
+
 def test_failure_without_a_verdict_points_to_the_log() -> None:
     assert "logs/mpirun.log" in describe_failure(["something else"], 2, ["a"], 1)
 
@@ -185,3 +201,41 @@ def test_line_buffered_leaves_other_commands_alone() -> None:
     from tfbuild_agent.launch.mpi_rank import line_buffered
 
     assert line_buffered(["/bin/bash", "run.sh"], "/py") == ["/bin/bash", "run.sh"]
+
+
+@pytest.mark.parametrize("ending, code", [("raise RuntimeError('boom')", 1), ("sys.exit(4)", 4)])
+def test_a_failing_rank_leaves_without_waiting_in_exit_handlers(tmp_path, ending, code) -> None:
+    """MPI_Finalize at exit waits for the other ranks; a failed rank must not get there."""
+    import subprocess
+    import sys
+    import time
+
+    from tfbuild_agent.launch.mpi_rank import RANK_BOOT
+
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import atexit, sys, time\n"
+        "atexit.register(time.sleep, 60)  # stands in for MPI_Finalize waiting for peers\n"
+        f"{ending}\n")
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-u", str(RANK_BOOT), str(script)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == code
+    assert time.monotonic() - started < 10
+    if code == 1:
+        assert proc.stderr.startswith("Traceback (most recent call last):\n  File \"")
+        assert "rank_boot" not in proc.stderr and "runpy" not in proc.stderr, proc.stderr
+        assert proc.stderr.rstrip().endswith("RuntimeError: boom")
+
+
+def test_a_rank_that_completes_still_runs_its_exit_handlers(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from tfbuild_agent.launch.mpi_rank import RANK_BOOT
+
+    script = tmp_path / "train.py"
+    script.write_text("import atexit\natexit.register(print, 'finalized')\n")
+    proc = subprocess.run([sys.executable, "-u", str(RANK_BOOT), str(script)],
+                          capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stdout) == (0, "finalized\n")

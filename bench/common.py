@@ -1,0 +1,244 @@
+"""Shared plumbing of the benchmarks: result rows, statistics, the engine, helper images.
+
+Every speed figure is compared with a peer measured in the same run on the same machine;
+each measurement carries the 1-minute load average taken when it was made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import statistics
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+VENV_BIN = REPO / ".venv" / "bin"
+HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+BASE_IMAGE = "tfbuild/debian:bookworm"
+CA_BASE = "tfbuild-bench/debian-ca:bookworm"
+"""The offline base plus the host's CA certificates, laid out exactly as tfbuild does."""
+STEP_ID_RE = re.compile(r"^\s*---> ([0-9a-f]{12})\s*$")
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+@dataclass
+class Row:
+    """One line of the results table: tfbuild's figure, the peer's, the target."""
+
+    section: str
+    metric: str
+    value: float | None
+    unit: str
+    peer: str = ""
+    peer_value: float | None = None
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+    load: float = field(default_factory=load)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.value is None or not self.peer_value:
+            return None
+        return self.value / self.peer_value
+
+    def as_dict(self) -> dict[str, Any]:
+        ratio = self.ratio
+        return asdict(self) | {"ratio": None if ratio is None else round(ratio, 3)}
+
+
+def median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if unit == "B":
+        for scale, name in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+            if abs(value) >= scale:
+                return f"{value / scale:.2f} {name}"
+        return f"{value:.0f} B"
+    if unit == "s":
+        return f"{value * 1000:.0f} ms" if abs(value) < 1 else f"{value:.2f} s"
+    text = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return f"{text} {unit}".strip()
+
+
+def table(rows: list[Row]) -> str:
+    head = ("section", "measurement", "tfbuild", "peer", "peer value", "ratio", "target",
+            "met", "load")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        met = {True: "yes", False: "**no**", None: "-"}[r.met]
+        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
+        cells = (r.section, r.metric, fmt(r.value, r.unit), r.peer or "-",
+                 fmt(r.peer_value, r.unit), ratio, r.target or "-", met, f"{r.load:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# -- the engine ----------------------------------------------------------------------
+
+
+def engine() -> docker.DockerClient:
+    return docker.from_env(timeout=600)
+
+
+def parse_docker_time(text: str) -> float:
+    """Engine timestamps (RFC 3339 with nanoseconds, UTC) -> Unix seconds."""
+    whole, _, frac = text.rstrip("Z").partition(".")
+    stamp = datetime.fromisoformat(whole + "+00:00").timestamp()
+    return stamp + float(f"0.{frac or '0'}")
+
+
+def docker_cli() -> str:
+    """A docker client that can build with BuildKit on this engine.
+
+    Clients from 23.0 on need the buildx plugin for DOCKER_BUILDKIT=1; older ones (for
+    example Debian's docker.io in /usr/bin) talk to the engine's built-in BuildKit.
+    BENCH_DOCKER overrides the choice.
+    """
+    candidates = [os.environ.get("BENCH_DOCKER", ""), "docker", "/usr/bin/docker"]
+    for cli in filter(None, candidates):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            if subprocess.run([cli, "buildx", "version"], capture_output=True,
+                              timeout=30).returncode == 0:
+                return cli
+            out = subprocess.run([cli, "version", "--format", "{{.Client.Version}}"],
+                                 capture_output=True, text=True, timeout=30).stdout
+            if out and int(out.split(".")[0]) < 23:
+                return cli
+    raise RuntimeError("no docker client with BuildKit here (install buildx or set BENCH_DOCKER)")
+
+
+class ImageTracker:
+    """Images this run created, so that only those are removed at the end."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client
+        self.tags: list[str] = []
+        self.ids: list[str] = []
+
+    def note_build_log(self, log: str) -> None:
+        """Record the step images of a classic build (`---> id` after a step that was not
+        taken from the cache); cached ones may belong to someone else."""
+        cached = False
+        for line in log.splitlines():
+            if line.lstrip().startswith("Step "):
+                cached = False
+            elif "Using cache" in line:
+                cached = True
+            elif (m := STEP_ID_RE.match(line)) and not cached:
+                self.ids.append(m.group(1))
+
+    def remove(self, keep: Iterable[str] = ()) -> None:
+        kept = set(keep)
+        for ref in [*reversed(self.tags), *reversed(self.ids)]:
+            if ref in kept:
+                continue
+            with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
+                self.client.images.remove(ref, noprune=False)
+        self.tags = [t for t in self.tags if t in kept]
+        self.ids = []
+
+
+def context_tar(files: Mapping[str, bytes | Path]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, item in sorted(files.items()):
+            data = item if isinstance(item, bytes) else item.read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755 if name.endswith(".sh") else 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def sdk_build(client: docker.DockerClient, files: Mapping[str, bytes | Path], tag: str,
+              tracker: ImageTracker | None = None) -> float:
+    """Build a helper image with the classic builder; returns the seconds it took."""
+    started = time.monotonic()
+    log: list[str] = []
+    stream = client.api.build(fileobj=io.BytesIO(context_tar(files)), custom_context=True,
+                              tag=tag, rm=True, forcerm=True, decode=True, pull=False)
+    for chunk in stream:
+        if "error" in chunk:
+            tail = "\n".join(log[-30:])
+            raise RuntimeError(f"building {tag} failed: {chunk['error'].strip()}\n{tail}")
+        log.extend(chunk.get("stream", "").splitlines())
+    if tracker is not None:
+        tracker.tags.append(tag)
+        tracker.note_build_log("\n".join(log))
+    return time.monotonic() - started
+
+
+def ca_files() -> dict[str, bytes]:
+    """The host's CA bundle split the way tfbuild splits it (one certificate per file)."""
+    from tfbuild.credentials import ca_bundle_files
+
+    return {f"ca/{k}": v for k, v in ca_bundle_files([HOST_CA]).items()} if HOST_CA.exists() \
+        else {}
+
+
+CA_DOCKERFILE = f"""\
+FROM {BASE_IMAGE}
+COPY ca/ /usr/local/share/ca-certificates/tfbuild/
+RUN update-ca-certificates >/dev/null
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt \\
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \\
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+"""
+
+
+def ensure_ca_base(client: docker.DockerClient) -> str:
+    """The base the hand-written and helper images start from (kept between runs)."""
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        client.images.get(CA_BASE)
+        return CA_BASE
+    files: dict[str, bytes | Path] = {"Dockerfile": CA_DOCKERFILE.encode(), **ca_files()}
+    if len(files) == 1:
+        files["ca/.keep"] = b""
+    sdk_build(client, files, CA_BASE)
+    return CA_BASE
+
+
+def versions(client: docker.DockerClient) -> dict[str, str]:
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for dist in ("tfbuild", "docker", "fsspec", "s3fs", "moto", "watchdog", "torch"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[dist] = md.version(dist)
+    out["docker engine"] = client.version().get("Version", "?")
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = ["git", "-C", str(REPO)]
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "builder", "entrypoint",
+                                "base-images"], capture_output=True, text=True).stdout.strip()
+        out["git"] = head + (" + uncommitted changes" if dirty else "")
+    return out
