@@ -64,7 +64,7 @@ def serve_node(
     if outcome.timed_out:
         raise DiscoveryTimeout(outcome.message)
     if outcome.code == 0:
-        log(f"mpi: job completed ({outcome.message})")
+        log(f"mpi: job completed: {outcome.message}")
     else:
         log(f"mpi: job failed: {outcome.message}")
     return outcome.code
