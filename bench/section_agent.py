@@ -112,8 +112,11 @@ def ensure_images(client: docker.DockerClient, workdir: Path, tracker: ImageTrac
 
 def first_line_seconds(client: docker.DockerClient, v: Variant, timeout: float = 120.0
                        ) -> float:
+    # SageMaker names its hosts algo-1, algo-2, ... and its toolkit waits until the hosts in
+    # resourceconfig.json resolve; every variant gets the same name.
     container = client.containers.create(IMAGE, entrypoint=v.entrypoint, command=v.command,
-                                         environment=v.env, volumes=v.volumes)
+                                         environment=v.env, volumes=v.volumes,
+                                         hostname="algo-1")
     guard = threading.Timer(timeout, lambda: container.remove(force=True))
     try:
         stream = client.api.attach(container.id, stdout=True, stderr=True, stream=True)

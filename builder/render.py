@@ -176,7 +176,7 @@ def _mpi_layer(spec: BuildSpec) -> MpiLayer:
     hvd = compat.horovod_for(spec.tensorflow_version) if spec.horovod else None
     return MpiLayer(
         mpi4py=compat.mpi4py_requirement(),
-        build_packages=tuple(compat.mpi_build_packages()),
+        build_packages=tuple(compat.mpi_build_packages(horovod=hvd is not None)),
         horovod_version=hvd.version if hvd else None,
         horovod_build_requirements=tuple(compat.horovod_build_requirements()) if hvd else (),
         horovod_env=dict(compat.horovod_build_env()) if hvd else {},

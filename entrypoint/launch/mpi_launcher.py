@@ -82,13 +82,15 @@ def run_launcher(
         shutil.rmtree(scratch, ignore_errors=True)
     canceled = reaper.signal is not None
     if canceled:
+        code = 128 + reaper.signal  # as for every backend: canceled, not failed
         message = (f"stopped by {signal.Signals(reaper.signal).name} on the launcher node "
                    f"{hosts[0]}")
     elif code == 0:
         message = f"all {plan.world_size} rank(s) completed"
     else:
         message = describe_failure(tail, code, hosts, job.process_count_per_node)
-    log(f"mpi: job {'completed' if code == 0 else 'failed'}: {message}")
+    outcome = "canceled" if canceled else "completed" if code == 0 else "failed"
+    log(f"mpi: job {outcome}: {message}")
     tell_agents(peers, settings.launch_port, token, JobResult(code, message), log)
     record.finish(code, canceled, "\n".join(tail))
     return code

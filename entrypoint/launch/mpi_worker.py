@@ -65,6 +65,8 @@ def serve_node(
         raise DiscoveryTimeout(outcome.message)
     if outcome.code == 0:
         log(f"mpi: job completed: {outcome.message}")
+    elif outcome.canceled or outcome.code in (128 + signal.SIGTERM, 128 + signal.SIGINT):
+        log(f"mpi: job canceled: {outcome.message}")
     else:
         log(f"mpi: job failed: {outcome.message}")
     return outcome.code

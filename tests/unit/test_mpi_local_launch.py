@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -32,14 +33,17 @@ if "--fail" in sys.argv:
         time.sleep(0.5)
         raise RuntimeError("rank 3 fails on purpose")
     time.sleep(60)
+if "--wait" in sys.argv:
+    time.sleep(60)
 """
 
 
 def run_job(
     tmp_path: Path, args: list[str], tokens: tuple[str, str] = ("tok", "tok"),
-    node1_env: dict[str, str] | None = None,
+    node1_env: dict[str, str] | None = None, sigterm_node: int | None = None,
 ) -> list[tuple[int, str, float]]:
-    """Start node 1 then node 0; (exit code, output, seconds) of each, by node."""
+    """Start node 1 then node 0; (exit code, output, seconds) of each, by node. With
+    `sigterm_node`, that node's agent gets SIGTERM once all 4 ranks are running."""
     script = tmp_path / "job.py"
     script.write_text(RANK_SCRIPT)
     base = {
@@ -61,6 +65,14 @@ def run_job(
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
         if node == 1:
             time.sleep(0.5)
+    if sigterm_node is not None:
+        log = tmp_path / "node0" / "logs" / "mpirun.log"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (
+            not log.exists() or log.read_text().count("RANKINFO") < 4
+        ):
+            time.sleep(0.2)
+        next(p for n, _, p in procs if n == sigterm_node).send_signal(signal.SIGTERM)
     results: dict[int, tuple[int, str, float]] = {}
     try:
         for node, started, proc in procs:
@@ -121,3 +133,15 @@ def test_a_node_with_another_token_refuses_the_launch(tmp_path: Path) -> None:
     assert code1 != 0 and "did not start this node's ranks within 5 s" in out1, out1
     assert "launch attempt(s) were refused" in out1
     assert "RANKINFO" not in out0 + out1
+
+
+@pytest.mark.parametrize("node", [0, 1])
+def test_sigterm_to_any_node_ends_the_job_everywhere(tmp_path: Path, node: int) -> None:
+    (code0, out0, t0), (code1, out1, t1) = run_job(tmp_path, ["--wait"], sigterm_node=node)
+    assert (code0 if node == 0 else code1) == 143, out0 + out1  # canceled: 128 + SIGTERM
+    assert code0 != 0 and code1 != 0, out0 + out1
+    assert max(t0, t1) < 45, (t0, t1)  # the ranks would sleep 60 s
+    if node == 0:
+        assert "job canceled: stopped by SIGTERM on the launcher node localhost" in out1, out1
+    else:
+        assert "mpirun lost a node's daemon" in out0, out0

@@ -18,7 +18,7 @@ RUN python3 -m venv /opt/tfbuild/venv \
 # --- MPI: mpi4py into /opt/tfbuild/layers/mpi
 FROM tensorflow AS mpi
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libopenmpi-dev python3-dev g++ cmake make \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libopenmpi-dev python3-dev \
  && rm -rf /var/lib/apt/lists/*
 RUN PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir --prefix /opt/tfbuild/layers/mpi -c /opt/tfbuild/venv/tfbuild-constraints.txt mpi4py==4.1.2
 RUN /opt/tfbuild/venv/bin/python -c 'from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0])' \
