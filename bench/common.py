@@ -83,7 +83,9 @@ def fmt(value: float | None, unit: str = "") -> str:
                 return f"{value / scale:.2f} {name}"
         return f"{value:.0f} B"
     if unit == "s":
-        return f"{value * 1000:.0f} ms" if abs(value) < 1 else f"{value:.2f} s"
+        if abs(value) < 1:
+            return f"{value * 1000:.0f} ms"
+        return f"{value:.2f} s" if abs(value) < 100 else f"{value:.0f} s"
     text = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
     return f"{text} {unit}".strip()
 
@@ -92,13 +94,17 @@ def table(rows: list[Row]) -> str:
     head = ("section", "measurement", "tfbuild", "peer", "peer value", "ratio", "target",
             "met", "load")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes: list[str] = []
     for r in rows:
         met = {True: "yes", False: "**no**", None: "-"}[r.met]
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
         cells = (r.section, r.metric, fmt(r.value, r.unit), r.peer or "-",
                  fmt(r.peer_value, r.unit), ratio, r.target or "-", met, f"{r.load:.1f}")
+        if r.note:
+            notes.append(r.note)
+            cells = (*cells[:1], f"{cells[1]} [{len(notes)}]", *cells[2:])
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + [f"[{i}] {n}" for i, n in enumerate(notes, 1)])
 
 
 # -- the engine ----------------------------------------------------------------------
@@ -156,12 +162,16 @@ class ImageTracker:
                 self.ids.append(m.group(1))
 
     def remove(self, keep: Iterable[str] = ()) -> None:
+        """Remove the tags (except `keep`), then the step images nobody tagged since."""
         kept = set(keep)
-        for ref in [*reversed(self.tags), *reversed(self.ids)]:
-            if ref in kept:
-                continue
+        for tag in reversed(self.tags):
+            if tag not in kept:
+                with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
+                    self.client.images.remove(tag, noprune=False)
+        for image_id in reversed(self.ids):
             with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
-                self.client.images.remove(ref, noprune=False)
+                if not self.client.images.get(image_id).tags:  # still used: a kept image
+                    self.client.images.remove(image_id, noprune=False)
         self.tags = [t for t in self.tags if t in kept]
         self.ids = []
 

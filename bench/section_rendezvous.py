@@ -148,12 +148,17 @@ def container_job(client: docker.DockerClient, kind: str, nodes: int) -> dict[st
         per_node = len(stamps) >= nodes
         return max(stamps) - last_start if per_node else None
 
-    formed = last("job formed") if kind == "tfbuild" else None
+    formed = last("job formed after") if kind == "tfbuild" else None
     script = last("BENCH-SCRIPT")
-    if script is None:
+    if (formed if kind == "tfbuild" else script) is None:
         tail = records[0][1][-1500:] if records else ""
         raise RuntimeError(f"{kind} job of {nodes} containers failed (exit {code}):\n{tail}")
-    return {"formed_s": formed, "script_s": script, "exit": code}
+    out: dict[str, Any] = {"formed_s": formed, "script_s": script, "exit": code}
+    if code != 0:  # the job formed (that is what is measured) but did not end well
+        lines = sorted(line for _, logs in records for line in logs.splitlines()
+                       if "lost" in line or "failed" in line or "rror" in line)
+        out["exit_reason"] = lines[0].split(" ", 1)[1][:300] if lines else ""
+    return {k: v for k, v in out.items() if v is not None}
 
 
 # -- processes -----------------------------------------------------------------------
@@ -178,46 +183,57 @@ def private_mb(pid: int) -> float:
 
 
 def process_job(kind: str, nodes: int, timeout: float = 600.0) -> dict[str, Any]:
+    """kind: tfbuild (join only), tfbuild+script (then run the script, as the agent does)
+    or torchrun. Seconds are counted from the moment the last process was spawned."""
     port = free_port()
     script = str(BENCH / "rdzv_script.py")
+    marker = "BENCH-FORMED" if kind == "tfbuild" else "BENCH-SCRIPT"
     env = dict(os.environ, TFBUILD_JOB_TOKEN=secrets.token_hex(16), OMP_NUM_THREADS="1")
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="tfbuild-bench-rdzv-") as tmp:
         outs = [Path(tmp) / f"{i}.out" for i in range(nodes)]
         try:
             for i, out in enumerate(outs):
-                if kind == "tfbuild":
-                    argv = [sys.executable, str(BENCH / "rdzv_node.py"), str(port), str(nodes),
-                            f"node-{i:04d}", script]
-                else:
+                if kind == "torchrun":
                     argv = [str(VENV_BIN / "torchrun"), f"--nnodes={nodes}", *TORCHRUN_FLAGS,
                             f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id=bench{port}",
                             script]
+                else:
+                    argv = [sys.executable, str(BENCH / "rdzv_node.py"), str(port), str(nodes),
+                            f"node-{i:04d}", "-" if kind == "tfbuild" else script]
                 with open(out, "w") as f:
                     procs.append(subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT,
                                                   stdin=subprocess.DEVNULL, env=env,
                                                   start_new_session=True))
             last_spawn = time.time()
-            lines, memory = wait_for_lines(outs, procs, timeout)
+            lines, memory = wait_for_lines(outs, procs, marker, timeout)
+        except NodeFailed as e:
+            return {"error": str(e)}
         finally:
             for p in procs:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
             for p in procs:
                 p.wait()
+    out: dict[str, Any] = {"private_mb_node0": round(memory, 1)}
     script_at = [float(ln.split()[1]) for ln in lines if ln.startswith("BENCH-SCRIPT")]
+    if script_at:
+        out["script_s"] = max(script_at) - last_spawn
     formed = [ln.split() for ln in lines if ln.startswith("BENCH-FORMED")]
-    out = {"script_s": max(script_at) - last_spawn, "private_mb_node0": round(memory, 1)}
     if formed:
         out["formed_s"] = max(float(f[2]) for f in formed) - last_spawn
         out["protocol_s"] = max(float(f[2]) for f in formed) - max(float(f[1]) for f in formed)
     return out
 
 
-def wait_for_lines(outs: list[Path], procs: list[subprocess.Popen], timeout: float
-                   ) -> tuple[list[str], float]:
-    """Every BENCH- line once each output has its script line, and the peak private memory
-    seen of the first node; raises on a failed node."""
+class NodeFailed(Exception):
+    """A node of a loopback job failed or never got there; the message holds its log."""
+
+
+def wait_for_lines(outs: list[Path], procs: list[subprocess.Popen], marker: str,
+                   timeout: float) -> tuple[list[str], float]:
+    """Every BENCH- line once each output has `marker`, and the peak private memory seen of
+    the first node; raises NodeFailed with the logs of the failed and the serving node."""
     deadline = time.monotonic() + timeout
     done: dict[int, list[str]] = {}
     peak = 0.0
@@ -227,10 +243,14 @@ def wait_for_lines(outs: list[Path], procs: list[subprocess.Popen], timeout: flo
             if i in done:
                 continue
             text = out.read_text(errors="replace")
-            if "BENCH-SCRIPT" in text:
+            if marker in text:
                 done[i] = [ln for ln in text.splitlines() if ln.startswith("BENCH-")]
             elif procs[i].poll() not in (None, 0) or time.monotonic() > deadline:
-                raise RuntimeError(f"node {i} of {len(outs)} failed:\n{text[-1500:]}")
+                server = next((o.read_text(errors="replace") for o in outs
+                               if "rendezvous: serving" in o.read_text(errors="replace")), "")
+                raise NodeFailed(f"node {i} of {len(outs)} failed after "
+                                 f"{timeout - deadline + time.monotonic():.0f} s:\n"
+                                 f"{text[-1200:]}\n-- the serving node:\n{server[-1500:]}")
         time.sleep(0.2)
     return [ln for lines in done.values() for ln in lines], peak
 
@@ -249,23 +269,28 @@ def run(container_sizes: list[int], process_sizes: list[int], reps: int,
         kinds = ["tfbuild"] + ([] if no_torch_image else ["torchrun"])
         for rep in range(reps):
             for kind in kinds if rep % 2 == 0 else kinds[::-1]:
-                result = container_job(client, kind, n) | {"load": load()}
+                try:
+                    result = container_job(client, kind, n) | {"load": load()}
+                except RuntimeError as e:
+                    result = {"error": str(e), "load": load()}
                 raw["containers"].setdefault(f"{kind}/{n}", []).append(result)
                 print(f"  rendezvous containers {kind} N={n}: {result}", flush=True)
     torch_mb = 0.0
     for n in process_sizes:
-        # A torchrun agent imports torch (~140 MB private each here): run it only while
-        # N agents fit in 40% of the memory available.
-        fits = n * torch_mb < 0.4 * available_mb()
-        kinds = ["tfbuild"] + (["torchrun"] if torchrun_ok and fits else [])
+        # A torchrun agent imports torch (~140 MB private each here): run it, and tfbuild
+        # nodes that also start the script, only while N agents fit in 40% of free memory.
+        fits = torchrun_ok and n * torch_mb < 0.4 * available_mb()
+        kinds = ["tfbuild"] + (["tfbuild+script", "torchrun"] if fits else [])
         for rep in range(reps):
-            for kind in kinds if rep % 2 == 0 else kinds[::-1]:
+            for kind in kinds[rep % len(kinds):] + kinds[:rep % len(kinds)]:
                 result = process_job(kind, n) | {"load": load()}
                 raw["processes"].setdefault(f"{kind}/{n}", []).append(result)
-                if kind == "torchrun":
+                if kind == "torchrun" and "error" not in result:
                     torch_mb = max(torch_mb, result["private_mb_node0"])
                     raw["torch_max"] = n
-                print(f"  rendezvous processes {kind} N={n}: {result}", flush=True)
+                shown = {k: v for k, v in result.items() if k != "error"}
+                print(f"  rendezvous processes {kind} N={n}: {shown}"
+                      + (" FAILED" if "error" in result else ""), flush=True)
     return rows(raw, container_sizes, process_sizes), raw
 
 
@@ -281,30 +306,58 @@ def rows(raw: dict[str, Any], container_sizes: list[int], process_sizes: list[in
     out: list[Row] = []
     for where, sizes, limit, target_n in (("containers", container_sizes, 2.0, 32),
                                           ("processes", process_sizes, 5.0, 512)):
+        peer_missing_noted = False
         for n in sizes:
-            ours = raw[where][f"tfbuild/{n}"]
-            peer = raw[where].get(f"torchrun/{n}")
-            at_load = median(r["load"] for r in ours)
-            formed = median(r["formed_s"] for r in ours)
+            ours = raw[where].get(f"tfbuild/{n}", [])
+            formed, note = summary(ours, "formed_s")
+            if where == "processes" and formed is not None:
+                note = f"last node ready -> all formed {summary(ours, 'protocol_s')[0]:.2f} s"
+            ended = [r for r in ours if r.get("exit")]
+            if ended:
+                note = "; ".join(filter(None, (note, f"{len(ended)} of {len(ours)} jobs formed "
+                                               f"but exited {ended[0]['exit']}: "
+                                               f"{ended[0].get('exit_reason', '')}")))
             out.append(Row("rendezvous", f"{n} {where}: last start -> all formed", formed, "s",
                            target=f"< {limit:g} s" if n == target_n else "",
-                           met=formed < limit if n == target_n else None, load=at_load))
-            script = median(r["script_s"] for r in ours)
-            peer_script = median(r["script_s"] for r in peer) if peer else None
-            why = "" if peer else _no_peer(raw, where, n)
+                           met=(formed is not None and formed < limit) if n == target_n
+                           else None, note=note, load=at_load(ours)))
+            mine = raw[where].get(f"tfbuild{'' if where == 'containers' else '+script'}/{n}")
+            peer = raw[where].get(f"torchrun/{n}")
+            if not mine or not peer:
+                if not peer_missing_noted:
+                    out.append(Row("rendezvous", f"{n}+ {where}: all scripts started", None,
+                                   "s", "torchrun c10d", None, note=_no_peer(raw, where)))
+                    peer_missing_noted = True
+                continue
+            script, note = summary(mine, "script_s")
+            peer_script, peer_note = summary(peer, "script_s")
+            met = None if script is None or peer_script is None else script <= peer_script
             out.append(Row("rendezvous", f"{n} {where}: last start -> all scripts started",
-                           script, "s", "torchrun c10d" + (f" ({why})" if why else ""),
-                           peer_script, "<= torchrun" if peer else "",
-                           script <= peer_script if peer_script is not None else None,
-                           load=at_load))
+                           script, "s", "torchrun c10d", peer_script, "<= torchrun", met,
+                           note="; ".join(filter(None, (note, peer_note))),
+                           load=at_load(mine + peer)))
     return out
 
 
-def _no_peer(raw: dict[str, Any], where: str, n: int) -> str:
+def summary(results: list[dict[str, Any]], key: str) -> tuple[float | None, str]:
+    """Median of `key` over the runs that worked, and a note about those that failed."""
+    good = [r[key] for r in results if key in r]
+    failed = [r["error"] for r in results if "error" in r]
+    note = ""
+    if failed:
+        first = failed[0].splitlines()[0]
+        note = f"{len(failed)} of {len(results)} runs failed ({first})"
+    return (median(good) if good else None), note
+
+
+def at_load(results: list[dict[str, Any]]) -> float:
+    return median(r["load"] for r in results) if results else load()
+
+
+def _no_peer(raw: dict[str, Any], where: str) -> str:
     if where == "containers":
         return "not run: " + (raw.get("torch_image") or "no image")
-    per = [r.get("private_mb_node0", 0) for k, v in raw["processes"].items()
-           if k.startswith("torchrun/") for r in v]
-    mb = f", ~{median(per):.0f} MB private per agent" if per else ""
+    per = [r["private_mb_node0"] for k, v in raw["processes"].items()
+           if k.startswith("torchrun/") for r in v if "error" not in r]
+    mb = f" at ~{median(per):.0f} MB private per torchrun agent" if per else ""
     return f"not run above {raw['torch_max']} processes: memory{mb}"
-
