@@ -137,8 +137,6 @@ class LocalJob:
 
     def run(self) -> int:
         launch = self.launch
-        for path in launch.mounts():
-            Path(path).mkdir(parents=True, exist_ok=True)
         try:
             self.client.images.get(launch.image)
         except docker.errors.ImageNotFound:
@@ -150,7 +148,7 @@ class LocalJob:
         for s in old:
             signal.signal(s, self._on_signal)
         try:
-            self._start()
+            self.start()
             threads = [
                 threading.Thread(target=self._stream, args=(c, i), daemon=True)
                 for i, c in enumerate(self.containers)
@@ -162,12 +160,15 @@ class LocalJob:
                 t.join(5)
             return self._job_code(codes)
         finally:
-            self._cleanup()
+            self.cleanup()
             for s, h in old.items():
                 signal.signal(s, h)
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Create the network and the containers, then start them all."""
         launch = self.launch
+        for path in launch.mounts():
+            Path(path).mkdir(parents=True, exist_ok=True)
         self.network = self.client.networks.create(
             launch.network, driver="bridge", labels={LABEL: launch.job}
         )
@@ -233,7 +234,8 @@ class LocalJob:
             with contextlib.suppress(docker.errors.APIError):
                 c.stop(timeout=self.launch.grace)
 
-    def _cleanup(self) -> None:
+    def cleanup(self) -> None:
+        """Remove every container and the network (also after a failure)."""
         for c in self.containers:
             try:
                 c.remove(force=True)

@@ -15,13 +15,11 @@ import json
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
 
-import docker.errors
 import pytest
 from helpers import REPO, build_project
 
-from tfbuild.launcher import LABEL, JobLaunch, new_job
+from tfbuild.launcher import JobLaunch, LocalJob, new_job
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -45,34 +43,13 @@ class Cluster:
     """The containers of one JobLaunch on their own network; removed by `cleanup`."""
 
     def __init__(self, client, launch: JobLaunch) -> None:
-        self.client = client
         self.launch = launch
+        self.job = LocalJob(launch, client)  # `tfbuild run`'s own container setup
         self.containers: list = []
-        self.network = None
 
     def run(self, timeout: float = JOB_TIMEOUT) -> list[int]:
-        launch = self.launch
-        for path in launch.mounts():
-            Path(path).mkdir(parents=True, exist_ok=True)
-        self.network = self.client.networks.create(
-            launch.network, driver="bridge", labels={LABEL: launch.job}
-        )
-        volumes = {h: {"bind": c, "mode": "rw"} for h, c in launch.mounts().items()}
-        for i in range(launch.nodes):
-            self.containers.append(
-                self.client.containers.create(
-                    launch.image,
-                    command=list(launch.script_args),
-                    name=launch.name(i),
-                    hostname=launch.name(i),
-                    environment=launch.container_env(i),
-                    labels={LABEL: launch.job},
-                    volumes=volumes,
-                    network=launch.network,
-                )
-            )
-        for c in self.containers:
-            c.start()
+        self.job.start()
+        self.containers = self.job.containers
         codes: list[int | None] = [None] * len(self.containers)
 
         def wait(i: int) -> None:
@@ -98,12 +75,7 @@ class Cluster:
         return parse_docker_time(self.containers[i].attrs["State"]["FinishedAt"])
 
     def cleanup(self) -> None:
-        for c in self.containers:
-            with contextlib.suppress(docker.errors.APIError):
-                c.remove(force=True)
-        if self.network is not None:
-            with contextlib.suppress(docker.errors.APIError):
-                self.network.remove()
+        self.job.cleanup()
 
 
 @pytest.fixture
