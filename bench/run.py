@@ -79,7 +79,7 @@ def run_section(name: str, params: dict[str, Any], workdir: Path, tracker: Image
         import section_rendezvous
 
         return section_rendezvous.run(params["container_sizes"], params["process_sizes"],
-                                      params["reps"], tracker)
+                                      params["reps"], workdir, tracker)
     import section_upload
 
     return section_upload.run(params["small_count"], params["big_bytes"],
@@ -90,7 +90,7 @@ def kept_images() -> list[str]:
     """Small helper images left in place so the next run need not build them again."""
     from section_rendezvous import AGENT_IMAGE, TORCH_IMAGE
 
-    return [CA_BASE, AGENT_IMAGE, TORCH_IMAGE]
+    return [CA_BASE, AGENT_IMAGE, TORCH_IMAGE]  # MPI_IMAGE needs TF: removed like the rest
 
 
 def clean() -> int:

@@ -8,6 +8,7 @@ line to train.py: its time, and the layers and bytes it added over the cold imag
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -34,6 +35,7 @@ TFBUILD, CLASSIC, BUILDKIT = "tfbuild", "hand-written", "hand-written+BuildKit"
 VARIANTS = (TFBUILD, CLASSIC, BUILDKIT)
 PIP_PACKAGES = ["scikit-learn", "pyyaml"]
 KERAS_IMAGE = "tfbuild-bench/keras-digits:latest"
+STEP_LINE = re.compile(r"^\s*(Step \d+/\d+ : |#\d+ \[)")
 
 
 def make_project(root: Path) -> Path:
@@ -101,7 +103,10 @@ class Builder:
     folder: Path
     cli: str
 
-    def build(self, tag: str, *, cold: bool, tracker: ImageTracker) -> float:
+    def build(self, tag: str, *, cold: bool, tracker: ImageTracker
+              ) -> tuple[float, list[tuple[float, str]]]:
+        """Seconds the build took, and when each step began (classic `Step i/n` lines,
+        BuildKit `#i [stage j/n]` lines), in seconds from the start."""
         env = dict(os.environ)
         if self.variant == TFBUILD:
             argv = [str(VENV_BIN / "tfbuild"), "image", str(self.folder), "-t", tag]
@@ -113,15 +118,22 @@ class Builder:
             argv += ["--progress=plain"] if self.variant == BUILDKIT else []
             argv.append(str(self.folder))
         started = time.monotonic()
-        done = subprocess.run(argv, env=env, capture_output=True, text=True)
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        assert proc.stdout is not None
+        log, steps = [], []
+        for line in proc.stdout:
+            log.append(line)
+            if STEP_LINE.match(line) and line.strip()[:90] not in {s for _, s in steps}:
+                steps.append((round(time.monotonic() - started, 1), line.strip()[:90]))
+        code = proc.wait()
         seconds = time.monotonic() - started
         tracker.tags.append(tag)
-        if done.returncode != 0:
-            tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
-            raise RuntimeError(f"{self.variant} build of {tag} failed:\n{tail}")
+        if code != 0:
+            raise RuntimeError(f"{self.variant} build of {tag} failed:\n{''.join(log[-30:])}")
         if self.variant != BUILDKIT:
-            tracker.note_build_log(done.stdout + "\n" + done.stderr)
-        return seconds
+            tracker.note_build_log("".join(log))
+        return seconds, steps
 
 
 def measure(client: docker.DockerClient, builder: Builder, rep: int, original: str,
@@ -132,17 +144,17 @@ def measure(client: docker.DockerClient, builder: Builder, rep: int, original: s
     train = builder.folder / "train.py"
     train.write_text(original)
     load_cold = load()
-    cold = builder.build(cold_tag, cold=True, tracker=tracker)
+    cold, steps = builder.build(cold_tag, cold=True, tracker=tracker)
     size = client.images.get(cold_tag).attrs["Size"]
     train.write_text(original + f"\n# bench edit {uuid.uuid4().hex}\n")
     load_warm = load()
-    warm = builder.build(warm_tag, cold=False, tracker=tracker)
+    warm, _ = builder.build(warm_tag, cold=False, tracker=tracker)
     layers, added = added_layers(client, cold_tag, warm_tag)
     result = {
         "variant": builder.variant, "rep": rep, "cold_s": round(cold, 2),
         "warm_s": round(warm, 2), "image_bytes": size, "new_layers": layers,
         "new_layer_bytes": added, "source_bytes": source_bytes(builder.folder),
-        "load_cold": load_cold, "load_warm": load_warm,
+        "load_cold": load_cold, "load_warm": load_warm, "cold_steps": steps,
     }
     train.write_text(original)
     print(f"  build {builder.variant} rep {rep}: cold {cold:.0f} s, warm {warm:.1f} s, "

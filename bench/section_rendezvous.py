@@ -258,7 +258,7 @@ def wait_for_lines(outs: list[Path], procs: list[subprocess.Popen], marker: str,
 # -- the section ---------------------------------------------------------------------
 
 
-def run(container_sizes: list[int], process_sizes: list[int], reps: int,
+def run(container_sizes: list[int], process_sizes: list[int], reps: int, workdir: Path,
         tracker: ImageTracker) -> tuple[list[Row], dict[str, Any]]:
     client = docker.from_env(timeout=900)
     no_torch_image = build_images(client, tracker)
@@ -291,6 +291,12 @@ def run(container_sizes: list[int], process_sizes: list[int], reps: int,
                 shown = {k: v for k, v in result.items() if k != "error"}
                 print(f"  rendezvous processes {kind} N={n}: {shown}"
                       + (" FAILED" if "error" in result else ""), flush=True)
+    import section_mpi
+
+    try:
+        raw["mpi"] = section_mpi.run(reps, workdir, tracker)
+    except RuntimeError as e:
+        raw["mpi"] = {"error": str(e)}
     return rows(raw, container_sizes, process_sizes), raw
 
 
@@ -336,7 +342,27 @@ def rows(raw: dict[str, Any], container_sizes: list[int], process_sizes: list[in
                            script, "s", "torchrun c10d", peer_script, "<= torchrun", met,
                            note="; ".join(filter(None, (note, peer_note))),
                            load=at_load(mine + peer)))
+    if "mpi" in raw:
+        out.append(mpi_row(raw["mpi"]))
     return out
+
+
+def mpi_row(mpi: dict[str, Any]) -> Row:
+    metric = "2 containers x 2 ranks (MPI): last start -> all ranks started"
+    peer = "mpirun over ssh (horovodrun's launch, no Horovod)"
+    if "error" in mpi:
+        return Row("rendezvous", metric, None, "s", peer, None,
+                   note=f"not measured: {mpi['error'].splitlines()[0]}")
+    ours, note = summary(mpi["tfbuild"], "script_s")
+    theirs, peer_note = summary(mpi["mpirun+ssh"], "script_s")
+    return Row("rendezvous", metric, ours, "s", peer, theirs,
+               note="; ".join(filter(None, (note, peer_note, MPI_NOTE))),
+               load=at_load(mpi["tfbuild"] + mpi["mpirun+ssh"]))
+
+
+MPI_NOTE = ("horovodrun itself not run: Horovod 0.28.1 compiles only against TensorFlow "
+            "2.15-2.18 (compat.yaml), not the bench's 2.21; horovodrun launches through this "
+            "same mpirun over ssh")
 
 
 def summary(results: list[dict[str, Any]], key: str) -> tuple[float | None, str]:
