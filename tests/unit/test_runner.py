@@ -51,3 +51,31 @@ def test_describe_prints_the_plan(tmp_path):
     described = json.loads(out)
     assert described["membership"]["source"] == "explicit"
     assert json.loads(described["plan"]["tasks"][0]["env"]["TF_CONFIG"])["task"]["index"] == 1
+
+
+def test_sigterm_mid_run_uploads_every_file_written_before_it(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "train.py").write_text(
+        "import pathlib, time\n"
+        "pathlib.Path('outputs').mkdir(exist_ok=True)\n"
+        "for i in range(5):\n"
+        "    pathlib.Path('outputs', f'ckpt-{i}.bin').write_bytes(bytes(1000 * (i + 1)))\n"
+        "print('written', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TFBUILD_", "TF_CONFIG"))}
+    env.update({"TFBUILD_ENTRY_SCRIPT": "train.py", "TFBUILD_RUN_ID": "run-term",
+                "TFBUILD_UPLOAD_TO": f"file://{tmp_path / 'store'}"})
+    agent = subprocess.Popen([sys.executable, "-m", "tfbuild_agent", "run"], cwd=work, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in agent.stdout:
+        if "written" in line:
+            break
+    agent.send_signal(15)
+    assert agent.wait(timeout=90) == 143
+    out = tmp_path / "store" / "run-term" / "outputs"
+    for i in range(5):
+        assert (out / f"ckpt-{i}.bin").stat().st_size == 1000 * (i + 1)
+    record = json.loads((tmp_path / "store" / "run-term" / "run.json").read_text())
+    assert record["status"] == "Canceled"
