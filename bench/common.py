@@ -12,7 +12,9 @@ import os
 import re
 import statistics
 import subprocess
+import sys
 import tarfile
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -30,6 +32,10 @@ HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 BASE_IMAGE = "tfbuild/debian:bookworm"
 CA_BASE = "tfbuild-bench/debian-ca:bookworm"
 """The offline base plus the host's CA certificates, laid out exactly as tfbuild does."""
+AGENT_IMAGE = "tfbuild-bench/agent-tiny:latest"
+TORCH_IMAGE = "tfbuild-bench/torchrun-tiny:latest"
+KEPT_IMAGES = (CA_BASE, AGENT_IMAGE, TORCH_IMAGE)
+"""Small helper images left in place so that the next run need not build them again."""
 STEP_ID_RE = re.compile(r"^\s*---> ([0-9a-f]{12})\s*$")
 
 
@@ -119,6 +125,43 @@ def parse_docker_time(text: str) -> float:
     whole, _, frac = text.rstrip("Z").partition(".")
     stamp = datetime.fromisoformat(whole + "+00:00").timestamp()
     return stamp + float(f"0.{frac or '0'}")
+
+
+def run_job(client: docker.DockerClient, launch: Any, timeout: float = 600.0
+            ) -> tuple[list[tuple[str, str]], int]:
+    """Run a JobLaunch through `tfbuild run`'s launcher (LocalJob) without streaming its
+    logs; returns (StartedAt, timestamped log) of every container and the job's exit code."""
+    from tfbuild.launcher import LocalJob
+
+    records: list[tuple[str, str]] = []
+
+    class TimedJob(LocalJob):
+        def _stream(self, container: Any, i: int) -> None:
+            pass  # read with timestamps once the container has ended
+
+        def _wait(self, container: Any) -> int:
+            code = super()._wait(container)
+            container.reload()
+            records.append((container.attrs["State"]["StartedAt"],
+                            container.logs(timestamps=True).decode(errors="replace")))
+            return code
+
+    job = TimedJob(launch, client)
+    guard = threading.Timer(timeout, job._stop_all)
+    guard.start()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            code = job.run()
+    finally:
+        guard.cancel()
+    return records, code
+
+
+def after_last_start(records: list[tuple[str, str]], marker: str) -> list[float]:
+    """Seconds from the last container start to each log line containing `marker`."""
+    last_start = max(parse_docker_time(started) for started, _ in records)
+    return [parse_docker_time(line.split(" ", 1)[0]) - last_start for _, logs in records
+            for line in logs.splitlines() if marker in line]
 
 
 def docker_cli() -> str:

@@ -25,7 +25,7 @@ from typing import Any
 import docker.errors
 from common import (
     BENCH,
-    CA_BASE,
+    KEPT_IMAGES,
     REPO,
     ImageTracker,
     Row,
@@ -86,16 +86,9 @@ def run_section(name: str, params: dict[str, Any], workdir: Path, tracker: Image
                               params["s3_big_bytes"], params["reps"])
 
 
-def kept_images() -> list[str]:
-    """Small helper images left in place so the next run need not build them again."""
-    from section_rendezvous import AGENT_IMAGE, TORCH_IMAGE
-
-    return [CA_BASE, AGENT_IMAGE, TORCH_IMAGE]  # MPI_IMAGE needs TF: removed like the rest
-
-
 def clean() -> int:
     client = engine()
-    for ref in kept_images():
+    for ref in KEPT_IMAGES:
         with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
             client.images.remove(ref)
             print(f"removed {ref}")
@@ -151,6 +144,7 @@ def main() -> int:
                 entry: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                time.gmtime()),
                                          "quick": args.quick, "params": params[name],
+                                         "versions": results["versions"],
                                          "load_start": os.getloadavg()}
                 started = time.monotonic()
                 try:
@@ -165,7 +159,7 @@ def main() -> int:
                 RESULTS.parent.mkdir(parents=True, exist_ok=True)
                 RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     finally:
-        tracker.remove(keep=kept_images())
+        tracker.remove(keep=KEPT_IMAGES)
     print()
     print_table(results, [s for s in SECTIONS if s in names])
     print(f"\nwritten to {RESULTS.relative_to(BENCH.parent)}")

@@ -13,14 +13,12 @@ from __future__ import annotations
 import contextlib
 import secrets
 import subprocess
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
-from common import HOST_CA, VENV_BIN, ImageTracker, load, parse_docker_time, sdk_build
+from common import HOST_CA, VENV_BIN, ImageTracker, after_last_start, load, run_job, sdk_build
 
 MPI_IMAGE = "tfbuild-bench/mpi:latest"
 SSH_IMAGE = "tfbuild-bench/mpi-ssh:latest"
@@ -72,32 +70,11 @@ def build_images(client: docker.DockerClient, workdir: Path, tracker: ImageTrack
 
 
 def tfbuild_job(client: docker.DockerClient) -> dict[str, Any]:
-    from tfbuild.launcher import JobLaunch, LocalJob
+    from tfbuild.launcher import JobLaunch
 
     job = f"tfbench-{secrets.token_hex(3)}"
     launch = JobLaunch(MPI_IMAGE, 2, job, f"run-{job}", secrets.token_hex(16), grace=5)
-    records: list[tuple[str, str]] = []
-
-    class TimedJob(LocalJob):
-        def _stream(self, container: Any, i: int) -> None:
-            pass
-
-        def _wait(self, container: Any) -> int:
-            code = super()._wait(container)
-            container.reload()
-            records.append((container.attrs["State"]["StartedAt"],
-                            container.logs(timestamps=True).decode(errors="replace")))
-            return code
-
-    run = TimedJob(launch, client)
-    guard = threading.Timer(600, run._stop_all)
-    guard.start()
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            code = run.run()
-    finally:
-        guard.cancel()
-    return _result(records, code)
+    return _result(*run_job(client, launch))
 
 
 def ssh_job(client: docker.DockerClient) -> dict[str, Any]:
@@ -132,13 +109,11 @@ def ssh_job(client: docker.DockerClient) -> dict[str, Any]:
 
 
 def _result(records: list[tuple[str, str]], code: int) -> dict[str, Any]:
-    last_start = max(parse_docker_time(started) for started, _ in records)
-    stamps = [parse_docker_time(line.split(" ", 1)[0]) for _, logs in records
-              for line in logs.splitlines() if "BENCH-SCRIPT" in line]
+    stamps = after_last_start(records, "BENCH-SCRIPT")
     if len(stamps) < 4:
         tail = "\n".join(logs[-1500:] for _, logs in records)
         raise RuntimeError(f"only {len(stamps)} of 4 ranks started (exit {code}):\n{tail}")
-    return {"script_s": max(stamps) - last_start, "exit": code}
+    return {"script_s": max(stamps), "exit": code}
 
 
 def run(reps: int, workdir: Path, tracker: ImageTracker) -> dict[str, Any]:

@@ -20,26 +20,26 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import docker
 from common import (
+    AGENT_IMAGE,
     BENCH,
+    TORCH_IMAGE,
     VENV_BIN,
     ImageTracker,
     Row,
+    after_last_start,
     ensure_ca_base,
     load,
     median,
-    parse_docker_time,
+    run_job,
     sdk_build,
 )
 
-AGENT_IMAGE = "tfbuild-bench/agent-tiny:latest"
-TORCH_IMAGE = "tfbuild-bench/torchrun-tiny:latest"
 PY = "python3.11"
 AGENT_DOCKERFILE = f"""\
 FROM {{base}}
@@ -106,8 +106,8 @@ def build_images(client: docker.DockerClient, tracker: ImageTracker) -> str:
 
 
 def container_job(client: docker.DockerClient, kind: str, nodes: int) -> dict[str, Any]:
-    """One job through tfbuild's launcher; returns seconds after the last container start."""
-    from tfbuild.launcher import JobLaunch, LocalJob
+    """One job through tfbuild's launcher; seconds after the last container start."""
+    from tfbuild.launcher import JobLaunch
 
     job = f"tfbench-{secrets.token_hex(3)}"
     if kind == "tfbuild":
@@ -118,35 +118,11 @@ def container_job(client: docker.DockerClient, kind: str, nodes: int) -> dict[st
                 f"--rdzv-id={job}", "rdzv_script.py")
         launch = JobLaunch(TORCH_IMAGE, nodes, job, f"run-{job}", secrets.token_hex(16),
                            script_args=args, grace=5)
-
-    records: list[tuple[str, str]] = []
-
-    class TimedJob(LocalJob):
-        def _stream(self, container: Any, i: int) -> None:
-            pass  # the logs are read with timestamps after the end
-
-        def _wait(self, container: Any) -> int:
-            code = super()._wait(container)
-            container.reload()
-            logs = container.logs(timestamps=True).decode(errors="replace")
-            records.append((container.attrs["State"]["StartedAt"], logs))
-            return code
-
-    run = TimedJob(launch, client)
-    guard = threading.Timer(600, run._stop_all)
-    guard.start()
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            code = run.run()
-    finally:
-        guard.cancel()
-    last_start = max(parse_docker_time(started) for started, _ in records)
+    records, code = run_job(client, launch)
 
     def last(marker: str) -> float | None:
-        stamps = [parse_docker_time(line.split(" ", 1)[0]) for _, logs in records
-                  for line in logs.splitlines() if marker in line]
-        per_node = len(stamps) >= nodes
-        return max(stamps) - last_start if per_node else None
+        stamps = after_last_start(records, marker)
+        return max(stamps) if len(stamps) >= nodes else None
 
     formed = last("job formed after") if kind == "tfbuild" else None
     script = last("BENCH-SCRIPT")

@@ -92,9 +92,9 @@ class Target:
             import boto3
 
             self.client = boto3.client("s3", endpoint_url=env["TFBUILD_S3_ENDPOINT_URL"],
-                                       **{k.lower(): v for k, v in S3_ENV.items()
-                                          if k != "AWS_DEFAULT_REGION"},
-                                       region_name="us-east-1")
+                                       aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                                       aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                                       region_name=env["AWS_DEFAULT_REGION"])
 
     def sizes(self, keys: list[str]) -> dict[str, int]:
         """Sizes of the keys now in the store (fsspec's local put writes in place, so a
@@ -121,7 +121,7 @@ class Target:
             os.replace(dst + ".part", dst)
         else:
             if self.client is None:
-                self.store.fs.makedirs(self.store.fs._parent(dst), exist_ok=True)
+                Path(dst).parent.mkdir(parents=True, exist_ok=True)
             self.store.fs.put_file(str(src), dst)
 
 
@@ -262,7 +262,8 @@ def measure(target: Target, names: list[str], size: int, small_count: int, reps:
                         percentile(lat[peer], 99), "< 1 s", p99 < 1.0, load=at))
     for peer in names[1:]:
         ours_rate, peer_rate = median(rate[SYNCER]), median(rate[peer])
-        rows.append(Row("upload", f"{target.name}: {size / 2**30:g} GiB file, close -> stored",
+        big = f"{size / 2**30:g} GiB" if size >= 2**30 else f"{size / 2**20:g} MiB"
+        rows.append(Row("upload", f"{target.name}: {big} file, close -> stored",
                         ours_rate / 1e6, "MB/s", peer, peer_rate / 1e6, ">= 80% of peer",
                         ours_rate >= 0.8 * peer_rate, load=at))
     return rows
