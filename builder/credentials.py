@@ -93,7 +93,8 @@ def pip_conf_text(index_url: str | None, extra_index_urls: Iterable[str] = ()) -
 
 
 def redact_url(url: str) -> str:
+    """`https://user:pass@host/simple` -> `https://***@host/simple`; others unchanged."""
     parts = urlsplit(url)
-    if parts.password or parts.username:
-        return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
-    return url
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import yaml
 
 from .compat import KERAS_MODES, Matrix, TFRelease, UnknownTFVersion, load_matrix
+from .credentials import redact_url
 from .packages import PackageSpecError, parse_apt, parse_conda, parse_pip
 
 CONFIG_NAME = "tfbuild.yaml"
@@ -149,15 +150,6 @@ _AZURE_ONLY = (
     "user_managed",
     "environment_definition",
 )
-
-
-def redact_url(url: str) -> str:
-    """`https://user:pass@host/simple` -> `https://***@host/simple`; others unchanged."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
 def _redact_any(value: Any) -> Any:
