@@ -1,0 +1,30 @@
+"""Values both halves of tfbuild agree on: the builder bakes them into images and
+`tfbuild run` passes them to containers; the agent reads them back. Each is defined
+here once and imported everywhere else (the agent package is what ships in images,
+so the builder imports from it, never the other way round)."""
+
+from __future__ import annotations
+
+BACKENDS = ("none", "mpi", "ps", "multiworker")
+"""`distributed_backend` values. `none` runs one process; `mpi` runs mpirun (Horovod,
+mpi4py); `ps` and `multiworker` export TF_CONFIG for TensorFlow's own strategies."""
+
+TF_CONFIG_BACKENDS = ("ps", "multiworker")
+"""Backends whose tasks receive a TF_CONFIG cluster."""
+
+UPLOAD_EXTRAS = ("s3", "azure", "gcs")
+"""fsspec backends an image can carry for uploads (pip extras of tfbuild)."""
+
+DEFAULT_TF_PORT = 2222
+"""TensorFlow's gRPC port per task (what Kubeflow's TFJob uses)."""
+
+DEFAULT_CONTROL_PORT = 29400
+"""The agents' rendezvous/control channel; the MPI launch channel is this + 1."""
+
+MPI_LAUNCH_PORT_OFFSET = 1
+
+DEFAULT_GRACE_SECONDS = 30.0
+"""Between the SIGTERM forwarded to a task and its kill."""
+
+DEFAULT_FLUSH_TIMEOUT_SECONDS = 60.0
+"""Bound on the final upload flush after the tasks end."""
