@@ -11,7 +11,8 @@ log() { printf '\033[1;36m==>\033[0m %s\n' "$*" >&2; }
 
 need_apt=()
 for pair in docker:docker.io dockerd:docker.io debootstrap:debootstrap mpirun:openmpi-bin \
-            docker-registry:docker-registry htpasswd:apache2-utils npm:npm; do
+            docker-registry:docker-registry htpasswd:apache2-utils npm:npm \
+            slurmctld:slurm-wlm slurmd:slurm-wlm munged:munge; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -21,13 +21,16 @@ from pathlib import Path
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "srun", "scancel", "scontrol", "sinfo")
 NODE = "localhost"
+# The daemons live in sbin, which a non-login shell's PATH may lack.
+SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
                    "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
 
 
 def missing_tools() -> list[str]:
     """The Slurm/munge programs this machine lacks (empty when a cluster can start)."""
-    return [tool for tool in (*DAEMONS, *CLIENTS, "munge") if shutil.which(tool) is None]
+    return [tool for tool in (*DAEMONS, *CLIENTS, "munge")
+            if shutil.which(tool, path=SEARCH_PATH) is None]
 
 
 def slurm_conf(root: Path, cpus: int, ctld_port: int, slurmd_port: int) -> str:
@@ -99,7 +102,7 @@ class SlurmCluster:
     @property
     def env(self) -> dict[str, str]:
         """The environment for Slurm clients (and, through sbatch, for the jobs)."""
-        return {**os.environ, "SLURM_CONF": str(self.conf)}
+        return {**os.environ, "PATH": SEARCH_PATH, "SLURM_CONF": str(self.conf)}
 
     def start(self, timeout: float = 60.0) -> None:
         for sub in ("munge", "state", "spool", "jobs"):
