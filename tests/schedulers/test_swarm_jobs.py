@@ -25,7 +25,8 @@ def probes(text: str) -> list[dict]:
             if "PROBE " in line]
 
 
-def run_recipe(swarm, image: str, tmp_path: Path, args: list[str]) -> tuple[str, Path]:
+def run_recipe(swarm, image: str, tmp_path: Path, args: list[str],
+               replicas: int = REPLICAS) -> tuple[str, Path]:
     """swarm-train.sh as a user runs it, with a local image and a bind-mounted file store."""
     name = f"tfbsched-{secrets.token_hex(3)}"
     store = tmp_path / "store"
@@ -36,7 +37,7 @@ def run_recipe(swarm, image: str, tmp_path: Path, args: list[str]) -> tuple[str,
     swarm.networks.append(f"{name}-net")
     r = subprocess.run(
         [str(script), *args], capture_output=True, text=True, timeout=180,
-        env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "NAME": name, "REPLICAS": str(REPLICAS),
+        env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "NAME": name, "REPLICAS": str(replicas),
              "IMAGE": image, "TOKEN": secrets.token_hex(16), "UPLOAD_TO": f"file://{store}",
              "SERVICE_ARGS": f"--no-resolve-image --mount type=bind,src={store},dst={store}"},
     )
@@ -83,3 +84,18 @@ def test_a_replica_killed_mid_run_fails_the_job_within_the_bound(swarm, probe_im
     assert codes.pop(victim) == 137
     assert all(code != 0 for code in codes.values()), codes
     assert "lost" in logs.lower(), logs
+
+
+def test_a_real_tensorflow_job_trains_across_the_replicas(swarm, example_image, tmp_path):
+    """The Keras example under MultiWorkerMirroredStrategy: the replicas' gRPC traffic
+    crosses Swarm's overlay network, and both end with the same weights."""
+    name, store = run_recipe(swarm, example_image, tmp_path, ["--epochs", "2"], replicas=2)
+    tasks = swarm.wait_tasks(name, 2, {"Complete", "Failed", "Rejected"}, 300)
+    logs = swarm.logs(name)
+    assert [t["CurrentState"].split()[0] for t in tasks] == ["Complete"] * 2, logs[-4000:]
+    run = store / name
+    results = [json.loads(p.read_text()) for p in sorted(run.rglob("outputs/summary.json"))]
+    assert len(results) == 2, "each worker records a summary (worker-1's under tasks/)"
+    assert all(r["mode"] == "multi-worker" and r["replicas"] == 2 for r in results)
+    assert results[0]["weights_sha256"] == results[1]["weights_sha256"], "identical weights"
+    assert json.loads((run / "run.json").read_text())["status"] == "Completed"
