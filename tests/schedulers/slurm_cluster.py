@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
-CLIENTS = ("sbatch", "srun", "scancel", "scontrol", "sinfo")
+CLIENTS = ("sbatch", "srun", "scancel", "scontrol", "sinfo", "squeue")
 NODE = "localhost"
 # The daemons live in sbin, which a non-login shell's PATH may lack.
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
@@ -148,6 +148,11 @@ class SlurmCluster:
         raise RuntimeError(f"timed out after {timeout:g}s waiting for {what}:\n"
                            f"{self.daemon_logs()}")
 
+    def _jobs_left(self) -> bool:
+        r = subprocess.run(["squeue", "-h", "-o", "%i"], env=self.env, capture_output=True,
+                           text=True, timeout=15)
+        return r.returncode == 0 and bool(r.stdout.strip())
+
     def daemon_logs(self, tail: int = 15) -> str:
         out = []
         for name in ("munged.out", "slurmctld.log", "slurmd.log"):
@@ -158,7 +163,15 @@ class SlurmCluster:
         return "\n".join(out)
 
     def stop(self) -> None:
-        # slurmd first: it stops the job steps still running; munged last (both need it).
+        # Job steps (slurmstepd and their tasks) outlive slurmd by design: cancel whatever
+        # a failed test left running and wait for it (Slurm SIGKILLs after KillWait).
+        if all(p.poll() is None for p in self.procs.values()) and len(self.procs) == 3:
+            subprocess.run(["scancel", "--user", "root"], env=self.env, capture_output=True,
+                           timeout=30)
+            deadline = time.monotonic() + 45
+            while time.monotonic() < deadline and self._jobs_left():
+                time.sleep(0.5)
+        # munged last: the Slurm daemons need it to the end.
         for name in ("slurmd", "slurmctld", "munged"):
             proc = self.procs.get(name)
             if proc is None or proc.poll() is not None:
