@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROBE
 from doc_recipes import write_script
 
 pytestmark = pytest.mark.schedulers
 
 AGENT = Path(sys.executable).parent / "tfbuild-agent"
+PROBE = Path(__file__).parent / "projects" / "sched-probe"
 JOB_TIMEOUT = 120.0  # generous: a job here takes a few seconds
 
 

@@ -77,6 +77,7 @@ def test_a_replica_killed_mid_run_fails_the_job_within_the_bound(swarm, probe_im
     tasks = swarm.wait_tasks(name, REPLICAS, {"Complete", "Failed", "Shutdown"},
                              LOST_NODE_BOUND + 30)
     elapsed = time.monotonic() - killed_at
+    print(f"swarm: the job failed {elapsed:.1f} s after a replica was killed")
     logs = swarm.logs(name)
     assert [t["CurrentState"].split()[0] for t in tasks] == ["Failed"] * REPLICAS, logs
     assert elapsed < LOST_NODE_BOUND, f"the survivors took {elapsed:.1f} s to fail"
@@ -89,8 +90,10 @@ def test_a_replica_killed_mid_run_fails_the_job_within_the_bound(swarm, probe_im
 def test_a_real_tensorflow_job_trains_across_the_replicas(swarm, example_image, tmp_path):
     """The Keras example under MultiWorkerMirroredStrategy: the replicas' gRPC traffic
     crosses Swarm's overlay network, and both end with the same weights."""
+    started = time.monotonic()
     name, store = run_recipe(swarm, example_image, tmp_path, ["--epochs", "2"], replicas=2)
     tasks = swarm.wait_tasks(name, 2, {"Complete", "Failed", "Rejected"}, 300)
+    print(f"swarm: 2-replica TensorFlow job took {time.monotonic() - started:.1f} s")
     logs = swarm.logs(name)
     assert [t["CurrentState"].split()[0] for t in tasks] == ["Complete"] * 2, logs[-4000:]
     run = store / name
