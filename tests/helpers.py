@@ -17,7 +17,7 @@ def free_port() -> int:
 
 def build_project(source: Path, tag: str, **overrides) -> str:
     """Build a tfbuild image from `source` (a real build on the real engine)."""
-    from tfbuild.image import build
+    from tfbuild.image.build import build
     from tfbuild.spec import load_spec
 
     if HOST_CA.exists():

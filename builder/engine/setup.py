@@ -12,8 +12,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from . import console
-from .errors import EngineError
+from .. import console
+from ..errors import EngineError
 
 DOCKERD_LOG = Path("/var/log/tfbuild-dockerd.log")
 START_TIMEOUT = 60.0

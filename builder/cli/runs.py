@@ -15,9 +15,9 @@ from typing import Any
 import click
 from rich.table import Table
 
-from . import console
-from .errors import TfbuildError
-from .runs import (
+from .. import console
+from ..errors import TfbuildError
+from ..run.history import (
     RunView,
     download,
     format_duration,

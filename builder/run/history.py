@@ -30,13 +30,9 @@ from tfbuild_agent.runrecord import (
 from tfbuild_agent.sync.layout import JOB_RECORD_KEY, TASKS_DIR, is_record_key, task_record_key
 from tfbuild_agent.sync.store import Store, open_store
 
-from .errors import TfbuildError
+from ..errors import RunsError
 
 UNKNOWN = "Unknown"
-
-
-class RunsError(TfbuildError):
-    """A run or file is not in the store, or the store cannot be read."""
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import docker.errors
 import docker.utils
 from rich.status import Status
 
-from . import console
-from .errors import BuildError, RegistryError
+from .. import console
+from ..errors import BuildError, RegistryError
 
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 TAIL_LINES = 40

@@ -7,7 +7,10 @@ from typing import Any
 
 import click
 
-from . import console
+from tfbuild_agent.contract import BACKENDS, DEFAULT_GRACE_SECONDS
+
+from .. import console
+from .boundary import handle_errors, pairs
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -16,7 +19,7 @@ from . import console
 @click.option("--nodes", "-n", default=1, show_default=True, help="Containers to start.")
 @click.option(
     "--backend",
-    type=click.Choice(["none", "mpi", "ps", "multiworker"]),
+    type=click.Choice(BACKENDS),
     help="Override the image's distributed backend.",
 )
 @click.option("--workers", type=int, help="worker_count override (ps backend).")
@@ -30,7 +33,12 @@ from . import console
     help="How the agents find each other.",
 )
 @click.option("--env", "-e", "env", multiple=True, help="KEY=VALUE for every container.")
-@click.option("--grace", default=30, show_default=True, help="Seconds between SIGTERM and kill.")
+@click.option(
+    "--grace",
+    default=int(DEFAULT_GRACE_SECONDS),
+    show_default=True,
+    help="Seconds between SIGTERM and kill.",
+)
 @click.option(
     "--print",
     "print_only",
@@ -55,12 +63,12 @@ def run(
     Arguments after the image (use `--` before ones starting with a dash) are
     given to the entry script, over the params baked into the image.
     """
-    from .cli import _pairs, handle_errors
-    from .launcher import LocalJob, new_job
+    from ..run.launch import new_job
+    from ..run.local import LocalJob
 
     @handle_errors
     def go() -> None:
-        extra: dict[str, Any] = _pairs(env, "--env")
+        extra: dict[str, Any] = pairs(env, "--env")
         if workers is not None:
             extra["TFBUILD_WORKERS"] = str(workers)
         if ps_count is not None:
