@@ -28,4 +28,4 @@ def base(suite: str, tag: str | None, mirror: str, force: bool) -> None:
     """Make a Debian base image offline (debootstrap + import), no registry needed."""
     from ..engine.bootstrap import make_base_image
 
-    console.out.print(make_base_image(suite=suite, tag=tag, mirror=mirror, force=force))
+    console.result(make_base_image(suite=suite, tag=tag, mirror=mirror, force=force))

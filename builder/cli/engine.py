@@ -14,4 +14,4 @@ def engine() -> None:
     """Make sure a Docker engine answers (as root: install and start dockerd)."""
     from ..engine.setup import ensure_engine
 
-    console.out.print(f"Docker engine {ensure_engine()} is ready")
+    console.result(f"Docker engine {ensure_engine()} is ready")

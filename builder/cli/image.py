@@ -114,7 +114,6 @@ def _load(kwargs: dict[str, Any]) -> Any:
     return load_spec(source, overrides=overrides, config_file=config_file)
 
 
-
 @click.command()
 @spec_options
 @click.option("--tag", "-t", help="Image name (default tfbuild/<source dir>:latest).")
@@ -124,11 +123,17 @@ def _load(kwargs: dict[str, Any]) -> Any:
 @handle_errors
 def image(tag: str | None, push: bool, quiet: bool, no_cache: bool, **kwargs: Any) -> None:
     """Build a training image from SOURCE_DIRECTORY (extra args are baked script params)."""
+    from ..errors import SpecError
     from ..image.build import build
+    from ..spec import COMMAND_LINE
+    from ..spec.registries import IMAGE_REF_FIX, IMAGE_TAG, image_ref_problem
 
+    problem = image_ref_problem(tag, IMAGE_TAG) if tag else None
+    if problem:  # before anything is built
+        raise SpecError("--tag", tag, problem, IMAGE_REF_FIX, COMMAND_LINE)
     spec = _load(kwargs)
     built, _ = build(spec, tag=tag, push=push, quiet=quiet, nocache=no_cache)
-    console.out.print(built)
+    console.result(built)
 
 
 @click.command()

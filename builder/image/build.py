@@ -12,7 +12,7 @@ from .. import console
 from ..credentials import ca_bundle_files, pip_conf_text
 from ..engine.bootstrap import base_image_exists, make_base_image
 from ..engine.build import BuildResult, build_image, push_image
-from ..engine.setup import engine_client
+from ..engine.setup import engine_client, image_attrs
 from ..spec import BuildSpec
 from .agent_bundle import add_agent
 from .context import BuildContext, source_excludes
@@ -106,7 +106,7 @@ def _from_count(dockerfile: str) -> int:
 
 
 def inspect_labels(image: str) -> dict[str, object]:
-    attrs = engine_client().images.get(image).attrs
+    attrs = image_attrs(engine_client(), image)
     labels = (attrs.get("Config") or {}).get("Labels") or {}
     out: dict[str, object] = {k: v for k, v in labels.items() if k != "io.tfbuild.spec"}
     if "io.tfbuild.spec" in labels:

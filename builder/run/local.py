@@ -1,7 +1,8 @@
 """Start a JobLaunch's containers on the local engine, the way a user would with
 plain `docker run` (see `tfbuild run --print`), stream their logs, and clean up:
 every container and the network are removed at the end, also after a failure or
-Ctrl-C."""
+Ctrl-C. A detached job keeps its containers until `tfbuild runs wait RUN` or
+`tfbuild runs cancel RUN` (`DetachedJob`) ends it."""
 
 from __future__ import annotations
 
@@ -9,36 +10,49 @@ import contextlib
 import signal
 import sys
 import threading
-from pathlib import Path
+from collections.abc import Sequence
 
 import docker
 import docker.errors
+from docker.types import DeviceRequest
 
 from .. import console
-from ..engine.setup import engine_client
-from ..errors import TfbuildError
-from .launch import LABEL, JobLaunch
+from ..engine.setup import engine_client, image_attrs
+from ..errors import LaunchError
+from .launch import LABEL, RUN_LABEL, STOP_TIMEOUT_LABEL, JobLaunch
+
+Container = docker.models.containers.Container
+
+
+def job_code(names: Sequence[str], codes: Sequence[int]) -> int:
+    """The job's exit code: the first failing container's (0 when all succeeded)."""
+    for name, code in zip(names, codes, strict=True):
+        if code != 0:
+            console.fail(f"{name} exited with code {code}")
+    failed = [c for c in codes if c != 0]
+    return failed[0] if failed else 0
 
 
 class LocalJob:
-    """Runs a JobLaunch on the local engine; always cleans up."""
+    """Runs a JobLaunch on the local engine; always cleans up unless detached."""
 
     def __init__(self, launch: JobLaunch, client: docker.DockerClient | None = None) -> None:
         self.launch = launch
         self.client = client or engine_client()
-        self.containers: list[docker.models.containers.Container] = []
+        self.containers: list[Container] = []
         self.network: docker.models.networks.Network | None = None
         self._stopping = False
 
-    def run(self) -> int:
+    def run(self, *, detach: bool = False) -> int:
         launch = self.launch
-        try:
-            self.client.images.get(launch.image)
-        except docker.errors.ImageNotFound:
-            raise TfbuildError(
-                f"image {launch.image} is not on this engine; build it with `tfbuild image` "
-                "or pull it first"
-            ) from None
+        image_attrs(self.client, launch.image)
+        if detach:
+            try:
+                self.start()
+            except BaseException:
+                self.cleanup()
+                raise
+            return 0
         old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for s in old:
             signal.signal(s, self._on_signal)
@@ -62,16 +76,21 @@ class LocalJob:
     def start(self) -> None:
         """Create the network and the containers, then start them all."""
         launch = self.launch
-        for path in launch.mounts():
-            Path(path).mkdir(parents=True, exist_ok=True)
+        labels = launch.labels()
         self.network = self.client.networks.create(
-            launch.network, driver="bridge", labels={LABEL: launch.job}
+            launch.network, driver="bridge", labels=labels
         )
         console.step(
             f"job {launch.job}: {launch.nodes} container(s) of {launch.image} on network "
             f"{launch.network} (run id {launch.run_id})"
         )
-        volumes = {h: {"bind": c, "mode": "rw"} for h, c in launch.mounts().items()}
+        volumes = {
+            m.host: {"bind": m.container, "mode": "ro" if m.read_only else "rw"}
+            for m in launch.all_mounts()
+        }
+        devices = [DeviceRequest(driver=r["Driver"], count=r.get("Count", 0),
+                                 device_ids=r.get("DeviceIDs"), capabilities=r["Capabilities"])
+                   for r in launch.device_requests()]
         for i in range(launch.nodes):
             container = self.client.containers.create(
                 launch.image,
@@ -79,10 +98,15 @@ class LocalJob:
                 name=launch.name(i),
                 hostname=launch.name(i),
                 environment=launch.container_env(i),
-                labels={LABEL: launch.job},
+                labels=labels,
                 volumes=volumes,
                 network=launch.network,
                 stop_signal="SIGTERM",
+                stop_timeout=launch.effective_stop_timeout,
+                shm_size=launch.shm_size,
+                nano_cpus=int(launch.cpus * 1e9) if launch.cpus is not None else None,
+                mem_limit=launch.memory,
+                device_requests=devices or None,
                 # The job alias lets DNS discovery find every node under one name.
                 networking_config={
                     launch.network: self.client.api.create_endpoint_config(aliases=[launch.job])
@@ -92,7 +116,7 @@ class LocalJob:
         for c in self.containers:
             c.start()
 
-    def _stream(self, container: docker.models.containers.Container, i: int) -> None:
+    def _stream(self, container: Container, i: int) -> None:
         prefix = f"[node-{i}] " if self.launch.nodes > 1 else ""
         buf = b""
         for chunk in container.logs(stream=True, follow=True):
@@ -104,15 +128,11 @@ class LocalJob:
         if buf:
             sys.stdout.write(prefix + buf.decode(errors="replace") + "\n")
 
-    def _wait(self, container: docker.models.containers.Container) -> int:
+    def _wait(self, container: Container) -> int:
         return int(container.wait()["StatusCode"])
 
     def _job_code(self, codes: list[int]) -> int:
-        for i, code in enumerate(codes):
-            if code != 0:
-                console.fail(f"{self.launch.name(i)} exited with code {code}")
-        failed = [c for c in codes if c != 0]
-        return failed[0] if failed else 0
+        return job_code([self.launch.name(i) for i in range(len(codes))], codes)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if self._stopping:
@@ -120,26 +140,80 @@ class LocalJob:
         self._stopping = True
         console.warn(
             f"{signal.Signals(signum).name}: stopping {len(self.containers)} container(s) "
-            f"(grace {self.launch.grace} s)"
+            f"(grace {self.launch.grace} s, then the final upload; at most "
+            f"{self.launch.effective_stop_timeout} s)"
         )
         threading.Thread(target=self._stop_all, daemon=True).start()
 
     def _stop_all(self) -> None:
-        for c in self.containers:
-            with contextlib.suppress(docker.errors.APIError):
-                c.stop(timeout=self.launch.grace)
+        stop_all(self.containers, self.launch.effective_stop_timeout)
 
     def cleanup(self) -> None:
         """Remove every container and the network (also after a failure)."""
-        for c in self.containers:
-            try:
-                c.remove(force=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as e:
-                console.warn(f"could not remove {c.name}: {e}")
-        if self.network is not None:
-            try:
-                self.network.remove()
-            except docker.errors.APIError as e:
-                console.warn(f"could not remove network {self.launch.network}: {e}")
+        remove_all(self.containers, [self.network] if self.network is not None else [])
+
+
+def stop_all(containers: Sequence[Container], timeout: int) -> None:
+    """SIGTERM every container at once, SIGKILL after `timeout` seconds."""
+    threads = [threading.Thread(target=_stop, args=(c, timeout), daemon=True)
+               for c in containers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 30)
+
+
+def _stop(container: Container, timeout: int) -> None:
+    with contextlib.suppress(docker.errors.APIError):
+        container.stop(timeout=timeout)
+
+
+def remove_all(containers: Sequence[Container], networks: Sequence) -> None:
+    for c in containers:
+        try:
+            c.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as e:
+            console.warn(f"could not remove {c.name}: {e}")
+    for n in networks:
+        try:
+            n.remove()
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as e:
+            console.warn(f"could not remove network {n.name}: {e}")
+
+
+class DetachedJob:
+    """A job started with --detach, found again by its run id."""
+
+    def __init__(self, run_id: str, client: docker.DockerClient | None = None) -> None:
+        self.run_id = run_id
+        self.client = client or engine_client()
+        found = self.client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
+        if not found:
+            raise LaunchError(
+                f"no containers of run {run_id} on this engine; it has ended and been cleaned "
+                "up, or it was not started here with `tfbuild run --detach` "
+                "(`tfbuild runs list DEST` shows finished runs)"
+            )
+        self.containers = sorted(found, key=lambda c: c.name)
+        labels = self.containers[0].labels
+        self.job = labels.get(LABEL, "")
+        self.labels = labels
+        self.stop_timeout = int(labels.get(STOP_TIMEOUT_LABEL, "10"))
+
+    def networks(self) -> list:
+        return self.client.networks.list(filters={"label": f"{LABEL}={self.job}"})
+
+    def wait(self) -> int:
+        codes = [int(c.wait()["StatusCode"]) for c in self.containers]
+        return job_code([c.name for c in self.containers], codes)
+
+    def cancel(self) -> int:
+        stop_all(self.containers, self.stop_timeout)
+        return self.wait()
+
+    def cleanup(self) -> None:
+        remove_all(self.containers, self.networks())
