@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -77,6 +78,8 @@ class LocalJob:
         """Create the network and the containers, then start them all."""
         launch = self.launch
         labels = launch.labels()
+        if launch.upload_dir():
+            Path(launch.upload_dir()).mkdir(parents=True, exist_ok=True)
         self.network = self.client.networks.create(
             launch.network, driver="bridge", labels=labels
         )
@@ -91,27 +94,33 @@ class LocalJob:
         devices = [DeviceRequest(driver=r["Driver"], count=r.get("Count", 0),
                                  device_ids=r.get("DeviceIDs"), capabilities=r["Capabilities"])
                    for r in launch.device_requests()]
+        api = self.client.api
         for i in range(launch.nodes):
-            container = self.client.containers.create(
+            # The low-level call: the SDK's containers.create has no stop_timeout.
+            host_config = api.create_host_config(
+                binds=volumes,
+                network_mode=launch.network,
+                shm_size=launch.shm_size,
+                nano_cpus=int(launch.cpus * 1e9) if launch.cpus is not None else None,
+                mem_limit=launch.memory,
+                device_requests=devices or None,
+            )
+            created = api.create_container(
                 launch.image,
                 command=list(launch.script_args),
                 name=launch.name(i),
                 hostname=launch.name(i),
                 environment=launch.container_env(i),
                 labels=labels,
-                volumes=volumes,
-                network=launch.network,
+                host_config=host_config,
                 stop_signal="SIGTERM",
                 stop_timeout=launch.effective_stop_timeout,
-                shm_size=launch.shm_size,
-                nano_cpus=int(launch.cpus * 1e9) if launch.cpus is not None else None,
-                mem_limit=launch.memory,
-                device_requests=devices or None,
                 # The job alias lets DNS discovery find every node under one name.
-                networking_config={
-                    launch.network: self.client.api.create_endpoint_config(aliases=[launch.job])
-                },
+                networking_config=api.create_networking_config(
+                    {launch.network: api.create_endpoint_config(aliases=[launch.job])}
+                ),
             )
+            container = self.client.containers.get(created["Id"])
             self.containers.append(container)
         for c in self.containers:
             c.start()
