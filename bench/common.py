@@ -131,7 +131,7 @@ def run_job(client: docker.DockerClient, launch: Any, timeout: float = 600.0
             ) -> tuple[list[tuple[str, str]], int]:
     """Run a JobLaunch through `tfbuild run`'s launcher (LocalJob) without streaming its
     logs; returns (StartedAt, timestamped log) of every container and the job's exit code."""
-    from tfbuild.launcher import LocalJob
+    from tfbuild.run.local import LocalJob
 
     records: list[tuple[str, str]] = []
 

@@ -55,7 +55,7 @@ def handwritten_dockerfile(project: Path, base: str) -> str:
     TensorBoard and tf-keras pins as tfbuild's image; tf-keras with --no-deps because its
     `tensorflow` requirement would otherwise add the full `tensorflow` wheel next to
     tensorflow-cpu."""
-    from tfbuild.image import prepare
+    from tfbuild.image.build import prepare
     from tfbuild.spec import load_spec
 
     layers = prepare(load_spec(project, overrides={"trust_host_ca": True})).layers

@@ -70,7 +70,7 @@ def build_images(client: docker.DockerClient, workdir: Path, tracker: ImageTrack
 
 
 def tfbuild_job(client: docker.DockerClient) -> dict[str, Any]:
-    from tfbuild.launcher import JobLaunch
+    from tfbuild.run.launch import JobLaunch
 
     job = f"tfbench-{secrets.token_hex(3)}"
     launch = JobLaunch(MPI_IMAGE, 2, job, f"run-{job}", secrets.token_hex(16), grace=5)

@@ -79,8 +79,8 @@ def torch_wheel() -> Path | None:
 def build_images(client: docker.DockerClient, tracker: ImageTracker) -> str:
     """The tiny agent image, and the torchrun one when a CPU wheel is here.
     Returns why there is no torchrun image ("" if there is one)."""
-    from tfbuild.agent_bundle import add_agent
-    from tfbuild.context import BuildContext
+    from tfbuild.image.agent_bundle import add_agent
+    from tfbuild.image.context import BuildContext
     from tfbuild_agent.jobspec import JobSpec
 
     base = ensure_ca_base(client)
@@ -107,7 +107,7 @@ def build_images(client: docker.DockerClient, tracker: ImageTracker) -> str:
 
 def container_job(client: docker.DockerClient, kind: str, nodes: int) -> dict[str, Any]:
     """One job through tfbuild's launcher; seconds after the last container start."""
-    from tfbuild.launcher import JobLaunch
+    from tfbuild.run.launch import JobLaunch
 
     job = f"tfbench-{secrets.token_hex(3)}"
     if kind == "tfbuild":

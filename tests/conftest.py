@@ -11,7 +11,7 @@ from helpers import HOST_CA, REPO, build_project
 
 @pytest.fixture(scope="session")
 def docker_client():
-    from tfbuild.engine_setup import engine_client, ensure_engine
+    from tfbuild.engine.setup import engine_client, ensure_engine
 
     ensure_engine()
     return engine_client()
@@ -20,7 +20,7 @@ def docker_client():
 @pytest.fixture(scope="session")
 def base_image(docker_client) -> str:
     """tfbuild/debian:bookworm, made offline with debootstrap when missing."""
-    from tfbuild.bootstrap import make_base_image
+    from tfbuild.engine.bootstrap import make_base_image
 
     return make_base_image("bookworm")
 

@@ -17,7 +17,7 @@ HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 @pytest.fixture(scope="session")
 def build(base_image) -> Callable:
     """build(source, tag, **overrides) -> (tag, BuildResult): a real build, quiet."""
-    from tfbuild.image import build as build_image
+    from tfbuild.image.build import build as build_image
     from tfbuild.spec import load_spec
 
     def run(source: Path, tag: str, **overrides):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from imagetools import run_output, write_project
 
-from tfbuild.image import prepare
+from tfbuild.image.build import prepare
 from tfbuild.spec import load_spec
 
 TAG = "tfbuild-test/cache"

@@ -12,7 +12,7 @@ import docker.errors
 import pytest
 from helpers import REPO, build_project
 
-from tfbuild.launcher import LABEL, new_job
+from tfbuild.run.launch import LABEL, new_job
 
 pytestmark = pytest.mark.timeout(1200)
 

@@ -16,7 +16,7 @@ import pytest
 from imagetools import remove_image, run_output, write_project
 from registries import REGISTRY_PASSWORD, REGISTRY_USER, free_port
 
-from tfbuild.engine import push_image
+from tfbuild.engine.build import push_image
 from tfbuild.errors import RegistryError
 
 TFBUILD = Path(sys.executable).with_name("tfbuild")

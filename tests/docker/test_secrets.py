@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from imagetools import write_project
 
-from tfbuild.image import prepare
+from tfbuild.image.build import prepare
 from tfbuild.spec import load_spec
 
 # Fixed, so a rerun reuses the cached build stages (the pip.conf is part of their key).

@@ -19,7 +19,8 @@ from datetime import datetime
 import pytest
 from helpers import REPO, build_project
 
-from tfbuild.launcher import JobLaunch, LocalJob, new_job
+from tfbuild.run.launch import JobLaunch, new_job
+from tfbuild.run.local import LocalJob
 
 pytestmark = pytest.mark.timeout(1800)
 

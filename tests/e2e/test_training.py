@@ -11,7 +11,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from tfbuild.launcher import LABEL, JobLaunch, LocalJob, new_job
+from tfbuild.run.launch import LABEL, JobLaunch, new_job
+from tfbuild.run.local import LocalJob
 
 
 def run_job(image: str, nodes: int, store: Path, args=(), **kw) -> tuple[int, JobLaunch, float]:

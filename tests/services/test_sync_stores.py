@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from sync_frames import parse_records
 from sync_servers import StoreTarget
 
-from tfbuild.runs_cli import runs
+from tfbuild.cli.runs import runs
 from tfbuild_agent.runrecord import (
     COMPLETED,
     RUNNING,

@@ -9,8 +9,8 @@ import tarfile
 
 import pytest
 
-from tfbuild.agent_bundle import add_agent, agent_requirements
-from tfbuild.context import BuildContext
+from tfbuild.image.agent_bundle import add_agent, agent_requirements
+from tfbuild.image.context import BuildContext
 
 
 def test_agent_requirements_are_only_the_agent_extra():

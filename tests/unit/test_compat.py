@@ -10,8 +10,8 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from tfbuild import compat
-from tfbuild.compat import CompatError, Matrix, UnknownTFVersion
+from tfbuild.spec import compat
+from tfbuild.spec.compat import CompatError, Matrix, UnknownTFVersion
 
 REPO = Path(__file__).resolve().parents[2]
 COMPAT_YAML = REPO / "base-images" / "compat.yaml"

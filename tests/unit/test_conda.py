@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tfbuild.conda import add_conda_request
-from tfbuild.context import BuildContext
-from tfbuild.image import prepare
+from tfbuild.image.build import prepare
+from tfbuild.image.conda import add_conda_request
+from tfbuild.image.context import BuildContext
 from tfbuild.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tfbuild.credentials import pip_conf_text
-from tfbuild.render import image_layers, render_dockerfile
+from tfbuild.image.render import image_layers, render_dockerfile
 from tfbuild.spec import load_spec
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "dockerfiles"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tfbuild import compat
-from tfbuild.spec import BuildSpec, SpecError, load_spec, redact_url, spec_from_mapping
+from tfbuild.credentials import redact_url
+from tfbuild.spec import BuildSpec, SpecError, compat, load_spec, spec_from_mapping
 
 
 def make_project(root: Path, config: str | None = None, files: tuple[str, ...] = ("train.py",)):

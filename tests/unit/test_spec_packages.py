@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tfbuild.packages import (
+from tfbuild.spec.package_syntax import (
     AptPackage,
     CondaSpec,
     PackageSpecError,

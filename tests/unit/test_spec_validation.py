@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tfbuild.compat import Matrix
 from tfbuild.spec import SpecError, load_spec, spec_from_mapping
+from tfbuild.spec.compat import Matrix
 
 COMPAT_YAML = Path(__file__).resolve().parents[2] / "base-images" / "compat.yaml"
 
@@ -463,3 +463,38 @@ def test_python_objects_in_yaml_are_refused(proj):
     (proj / "tfbuild.yaml").write_text("entry_script: !!python/object/apply:os.getcwd []\n")
     with pytest.raises(SpecError, match="YAML syntax error"):
         load_spec(proj)
+
+
+# Counts that the chosen backend would not use
+
+
+@pytest.mark.parametrize(
+    ("backend", "key", "value", "users"),
+    [
+        ("mpi", "worker_count", 3, "ps"),
+        ("multiworker", "parameter_server_count", 1, "ps"),
+        ("none", "worker_count", 2, "ps"),
+        ("ps", "process_count_per_node", 2, "none, mpi or multiworker"),
+    ],
+)
+def test_count_the_backend_does_not_use_is_an_error(proj, backend, key, value, users):
+    extra = {"worker_count": 1, "parameter_server_count": 1} if backend == "ps" else {}
+    e = fails(proj, distributed_backend=backend, **{**extra, key: value})
+    assert e.field == key
+    assert f"the {backend} backend does not use {key}; only {users} would" in str(e)
+    assert f"set distributed_backend to {users}" in e.fix
+
+
+def test_counts_at_their_defaults_are_accepted_with_any_backend(proj):
+    spec = spec_from_mapping(
+        {"entry_script": "train.py", "distributed_backend": "mpi", "worker_count": 1,
+         "parameter_server_count": 0, "node_count": 2, "horovod": False},
+        proj,
+    )
+    assert (spec.worker_count, spec.parameter_server_count) == (1, 0)
+
+
+def test_spec_error_is_a_tfbuild_error():
+    from tfbuild.errors import TfbuildError
+
+    assert issubclass(SpecError, TfbuildError)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tfbuild.runs import (
+from tfbuild.cli.runs import runs
+from tfbuild.run.history import (
     RunsError,
     job_status,
     load_run,
@@ -20,7 +21,6 @@ from tfbuild.runs import (
     tail_logs,
     tensorboard_keys,
 )
-from tfbuild.runs_cli import runs
 from tfbuild_agent.runrecord import (
     COMPLETED,
     FAILED,
@@ -240,7 +240,7 @@ def test_load_run_reads_a_live_run_written_by_an_agent(tmp_path: Path) -> None:
 
 
 def test_mirror_copies_only_what_changed(tmp_path: Path) -> None:
-    from tfbuild.runs import mirror
+    from tfbuild.run.history import mirror
 
     dest, local = tmp_path / "store", tmp_path / "tb"
     two_task_run(dest)

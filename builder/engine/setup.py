@@ -12,8 +12,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from . import console
-from .errors import EngineError
+from .. import console
+from ..errors import EngineError
 
 DOCKERD_LOG = Path("/var/log/tfbuild-dockerd.log")
 START_TIMEOUT = 60.0
@@ -93,3 +93,14 @@ def ensure_host_tool(tool: str, package: str) -> None:
         raise EngineError(f"`{tool}` is missing; install the Debian package `{package}`")
     console.step(f"installing {package} (for {tool})")
     _apt_install([package])
+
+
+def image_attrs(client: docker.DockerClient, image: str) -> dict:
+    """The engine's attributes of `image`, or EngineError saying how to get it."""
+    try:
+        return client.images.get(image).attrs
+    except docker.errors.ImageNotFound:
+        raise EngineError(
+            f"image {image} is not on this engine; build it with `tfbuild image` "
+            "or pull it first (`docker pull IMAGE`)"
+        ) from None

@@ -1,30 +1,18 @@
-"""The `tfbuild` command: build training images and run jobs with them."""
+"""`tfbuild image` and `tfbuild dockerfile`, and the spec flags they share (the
+estimator's parameters; they override tfbuild.yaml)."""
 
 from __future__ import annotations
 
-import functools
-import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from . import __version__, console
-from .errors import TfbuildError
-from .launcher_cli import run
-from .runs_cli import runs
+from tfbuild_agent.contract import BACKENDS, UPLOAD_EXTRAS
 
-
-def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
-    out = {}
-    for v in values:
-        key, sep, val = v.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{v!r} is not KEY=VALUE", param_hint=what)
-        out[key] = val
-    return out
+from .. import console
+from .boundary import handle_errors, pairs
 
 
 def spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,7 +51,7 @@ def spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--backend",
             "distributed_backend",
-            type=click.Choice(["none", "mpi", "ps", "multiworker"]),
+            type=click.Choice(BACKENDS),
         ),
         click.option("--node-count", type=int),
         click.option("--process-count-per-node", type=int),
@@ -102,7 +90,7 @@ def spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--upload-extra",
             "upload_extras",
             multiple=True,
-            type=click.Choice(["s3", "azure", "gcs"]),
+            type=click.Choice(UPLOAD_EXTRAS),
             help="Store backends the agent can upload to (file:// always works).",
         ),
     ]
@@ -112,7 +100,7 @@ def spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _load(kwargs: dict[str, Any]) -> Any:
-    from .spec import load_spec
+    from ..spec import load_spec
 
     source = kwargs.pop("source_directory")
     config_file = kwargs.pop("config_file")
@@ -121,74 +109,12 @@ def _load(kwargs: dict[str, Any]) -> Any:
         if value is None or value == ():
             continue
         if key in ("environment_variables", "labels"):
-            value = _pairs(value, key)
+            value = pairs(value, key)
         overrides[key] = list(value) if isinstance(value, tuple) else value
     return load_spec(source, overrides=overrides, config_file=config_file)
 
 
-def handle_errors(f: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .spec import SpecError
-
-        try:
-            return f(*args, **kwargs)
-        except (TfbuildError, SpecError) as e:
-            console.fail(str(e))
-            log_tail = getattr(e, "log_tail", "")
-            if log_tail:
-                console.err.print("[dim]last lines of the failing step:[/]")
-                console.err.print(log_tail, markup=False, highlight=False)
-            sys.exit(getattr(e, "exit_code", 1))
-
-    return wrapper
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="tfbuild")
-def cli() -> None:
-    """Build TensorFlow training images and run distributed jobs with them.
-
-    \b
-    tfbuild image my-proj --entry-script train.py --pip scikit-learn --tag REG/train:1 --push
-    docker run REG/train:1 --batch-size 50
-    tfbuild run REG/train:1 --nodes 2 --backend multiworker --upload-to file:///tmp/runs
-    """
-
-
-@cli.command()
-@handle_errors
-def engine() -> None:
-    """Make sure a Docker engine answers (as root: install and start dockerd)."""
-    from .engine_setup import ensure_engine
-
-    console.out.print(f"Docker engine {ensure_engine()} is ready")
-
-
-@cli.command()
-@click.option(
-    "--suite",
-    default="bookworm",
-    show_default=True,
-    help="Debian release (bookworm has Python 3.11, trixie 3.13).",
-)
-@click.option("--tag", help="Image name (default tfbuild/debian:SUITE).")
-@click.option(
-    "--mirror",
-    default="http://deb.debian.org/debian",
-    show_default=True,
-    help="Debian mirror; point it at your own on an air-gapped network.",
-)
-@click.option("--force", is_flag=True, help="Remake the image even if it exists.")
-@handle_errors
-def base(suite: str, tag: str | None, mirror: str, force: bool) -> None:
-    """Make a Debian base image offline (debootstrap + import), no registry needed."""
-    from .bootstrap import make_base_image
-
-    console.out.print(make_base_image(suite=suite, tag=tag, mirror=mirror, force=force))
-
-
-@cli.command()
+@click.command()
 @spec_options
 @click.option("--tag", "-t", help="Image name (default tfbuild/<source dir>:latest).")
 @click.option("--push", is_flag=True, help="Push to the tag's registry after building.")
@@ -197,20 +123,26 @@ def base(suite: str, tag: str | None, mirror: str, force: bool) -> None:
 @handle_errors
 def image(tag: str | None, push: bool, quiet: bool, no_cache: bool, **kwargs: Any) -> None:
     """Build a training image from SOURCE_DIRECTORY (extra args are baked script params)."""
-    from .image import build
+    from ..errors import SpecError
+    from ..image.build import build
+    from ..spec import COMMAND_LINE
+    from ..spec.registries import IMAGE_REF_FIX, IMAGE_TAG, image_ref_problem
 
+    problem = image_ref_problem(tag, IMAGE_TAG) if tag else None
+    if problem:  # before anything is built
+        raise SpecError("--tag", tag, problem, IMAGE_REF_FIX, COMMAND_LINE)
     spec = _load(kwargs)
     built, _ = build(spec, tag=tag, push=push, quiet=quiet, nocache=no_cache)
-    console.out.print(built)
+    console.result(built)
 
 
-@cli.command()
+@click.command()
 @spec_options
 @click.option("--context", "show_context", is_flag=True, help="Also list the build context.")
 @handle_errors
 def dockerfile(show_context: bool, **kwargs: Any) -> None:
     """Print the Dockerfile `tfbuild image` would build, without building."""
-    from .image import prepare
+    from ..image.build import prepare
 
     prepared = prepare(_load(kwargs))
     click.echo(prepared.dockerfile, nl=False)
@@ -218,43 +150,3 @@ def dockerfile(show_context: bool, **kwargs: Any) -> None:
         click.echo("\n# build context:")
         for name in prepared.context.names():
             click.echo(f"#   {name}")
-
-
-@cli.command()
-@click.argument("image_name")
-@handle_errors
-def inspect(image_name: str) -> None:
-    """Show the spec, tfbuild version and source digest recorded in an image."""
-    from .image import inspect_labels
-
-    click.echo(json.dumps(inspect_labels(image_name), indent=2, sort_keys=True))
-
-
-@cli.command()
-def versions() -> None:
-    """The TensorFlow versions tfbuild knows: Python, CUDA/cuDNN and Horovod for each."""
-    from rich.table import Table
-
-    from .compat import load_matrix
-
-    matrix = load_matrix()
-    table = Table("TensorFlow", "Python", "CUDA", "cuDNN", "Horovod")
-    for version in matrix.known_tf_versions():
-        release = matrix.tf_release(version)
-        hvd = release.horovod
-        horovod = (
-            "-" if not hvd.supported else f"{hvd.version}{'' if hvd.verified else ' (untested)'}"
-        )
-        default = " (default)" if version == matrix.default_tensorflow else ""
-        table.add_row(
-            version + default, ", ".join(release.python), release.cuda, release.cudnn, horovod
-        )
-    console.out.print(table)
-
-
-cli.add_command(run)
-cli.add_command(runs)
-
-
-def main() -> None:
-    cli(prog_name="tfbuild")

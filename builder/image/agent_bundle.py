@@ -12,8 +12,6 @@ import tfbuild_agent
 
 from .context import BuildContext
 
-STORE_EXTRAS = ("s3", "azure", "gcs")
-
 
 def agent_requirements(store_extras: tuple[str, ...] = ()) -> list[str]:
     """Requirements of the `agent` extra plus the fsspec backends asked for."""

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import docker.errors
 
-from . import console
-from .engine_setup import engine_client, ensure_host_tool
-from .errors import TfbuildError
+from .. import console
+from ..errors import TfbuildError
+from .setup import engine_client, ensure_host_tool
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # Python and CA certificates come with the base, so that most builds need no

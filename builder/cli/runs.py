@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import functools
+import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
-from . import console
-from .errors import TfbuildError
-from .runs import (
+from .. import console
+from ..run.history import (
     RunView,
     download,
     format_duration,
@@ -28,25 +25,15 @@ from .runs import (
     tail_logs,
     tensorboard_keys,
 )
+from ..run.launch import UPLOAD_LABEL
+from .boundary import handle_errors
 
+STATUSES = ("Queued", "Running", "Completed", "Failed", "Canceled", "Unknown")
 _STYLE = {"Completed": "green", "Failed": "red", "Canceled": "yellow", "Running": "cyan"}
 
 
-def _errors(f: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return f(*args, **kwargs)
-        except TfbuildError as e:
-            console.fail(str(e))
-            sys.exit(e.exit_code)
-
-    return wrapper
-
-
-def _status(status: str) -> str:
-    style = _STYLE.get(status)
-    return f"[{style}]{status}[/]" if style else status
+def _status(status: str) -> Text:
+    return Text(status, style=_STYLE.get(status, ""))
 
 
 def _when(stamp: str | None) -> str:
@@ -74,49 +61,71 @@ def runs() -> None:
 
 @runs.command("list")
 @click.argument("dest")
-@_errors
-def list_cmd(dest: str) -> None:
+@click.option("--status", type=click.Choice(STATUSES, case_sensitive=False),
+              help="Only runs with this status.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the newest N runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+@handle_errors
+def list_cmd(dest: str, status: str | None, limit: int | None, as_json: bool) -> None:
     """List the runs under DEST, oldest first."""
     views = list_runs(open_runs(dest))
+    if status:
+        views = [v for v in views if v.status.lower() == status.lower()]
+    if limit:
+        views = views[-limit:]
+    if as_json:
+        click.echo(json.dumps([v.to_dict() for v in views], indent=2))
+        return
     if not views:
-        console.err.print(f"no runs in {dest} yet")
+        console.note(f"no runs in {dest}" + (f" with status {status}" if status else " yet"))
         return
     table = Table("run", "status", "tasks", "started (UTC)", "duration", box=None)
     for v in views:
-        table.add_row(v.run_id, _status(v.status), str(len(v.tasks)), _when(v.start_time),
+        table.add_row(Text(v.run_id), _status(v.status), str(len(v.tasks)), _when(v.start_time),
                       format_duration(v.duration))
     console.out.print(table)
 
 
 def _print_run(v: RunView) -> None:
-    console.out.print(f"[bold]{v.run_id}[/]  {_status(v.status)}  started {_when(v.start_time)}"
-                      f"  duration {format_duration(v.duration)}")
-    tasks = Table("task", "role", "rank", "status", "exit code", "duration", box=None)
+    console.out.print(Text.assemble((v.run_id, "bold"), "  ", _status(v.status),
+                                    f"  started {_when(v.start_time)}"
+                                    f"  duration {format_duration(v.duration)}"))
+    if v.reason:
+        console.out.print(Text(f"reason: {v.reason}"))
+    with_reason = any(t.reason for t in v.tasks)
+    columns = ["task", "role", "rank", "status", "exit code", "duration"]
+    tasks = Table(*columns, *(["reason"] if with_reason else []), box=None)
     for t in v.tasks:
-        tasks.add_row(t.task, t.role or "-", "-" if t.rank is None else str(t.rank),
-                      _status(t.status), "-" if t.exit_code is None else str(t.exit_code),
-                      format_duration(t.duration))
+        row = [Text(t.task), t.role or "-", "-" if t.rank is None else str(t.rank),
+               _status(t.status), "-" if t.exit_code is None else str(t.exit_code),
+               format_duration(t.duration)]
+        tasks.add_row(*row, *([Text(t.reason or "-")] if with_reason else []))
     console.out.print(tasks)
     files = Table("file", "size", box=None)
     for key in sorted(v.files):
-        files.add_row(key, _size(v.files[key]))
-    console.out.print(files if v.files else "[dim]no files uploaded[/]")
+        files.add_row(Text(key), _size(v.files[key]))
+    console.out.print(files if v.files else Text("no files uploaded", style="dim"))
     for t in v.tasks:
         for m in t.missing_uploads:
             console.warn(f"{t.task}: {m.get('path')} ({_size(int(m.get('bytes') or 0))}) never "
                          f"reached the store: {m.get('error')}")
         if t.status == "Failed" and t.stderr_tail:
-            console.err.print(f"[dim]last stderr of {t.task}:[/]")
+            console.err.print(Text(f"last stderr of {t.task}:", style="dim"))
             console.err.print(t.stderr_tail.rstrip(), markup=False, highlight=False)
 
 
 @runs.command()
 @click.argument("dest")
 @click.argument("run_id", metavar="RUN")
-@_errors
-def show(dest: str, run_id: str) -> None:
-    """Status, tasks with exit codes and durations, and files of RUN."""
-    _print_run(load_run(open_runs(dest), run_id))
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@handle_errors
+def show(dest: str, run_id: str, as_json: bool) -> None:
+    """Status, tasks with exit codes, durations and reasons, and files of RUN."""
+    view = load_run(open_runs(dest), run_id)
+    if as_json:
+        click.echo(json.dumps(view.to_dict(), indent=2))
+        return
+    _print_run(view)
 
 
 @runs.command("download")
@@ -125,7 +134,7 @@ def show(dest: str, run_id: str) -> None:
 @click.argument("path", required=False, default="")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("."), show_default=True, help="Folder to download into.")
-@_errors
+@handle_errors
 def download_cmd(dest: str, run_id: str, path: str, out_dir: Path) -> None:
     """Download PATH of RUN (a file, a folder such as outputs, or the whole run).
 
@@ -136,7 +145,7 @@ def download_cmd(dest: str, run_id: str, path: str, out_dir: Path) -> None:
     """
     written = download(open_runs(dest), run_id, path, out_dir)
     for p in written:
-        console.out.print(str(p), markup=False, highlight=False)
+        console.result(str(p))
     console.step(f"{len(written)} file(s) from {run_id}")
 
 
@@ -149,7 +158,7 @@ def download_cmd(dest: str, run_id: str, path: str, out_dir: Path) -> None:
               help="Seconds between polls of the store with --follow.")
 @click.option("--timeout", type=float, default=24 * 3600.0, show_default=True,
               help="Stop following after this many seconds.")
-@_errors
+@handle_errors
 def logs(dest: str, run_id: str, follow: bool, interval: float, timeout: float) -> None:
     """Print RUN's text logs (all tasks) from the store; --follow tails a running job."""
     last = [""]
@@ -174,7 +183,7 @@ def logs(dest: str, run_id: str, follow: bool, interval: float, timeout: float) 
               help="Seconds between refreshes of the logs from the store.")
 @click.option("--logdir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the downloaded logs here (default: a temporary folder).")
-@_errors
+@handle_errors
 def tensorboard(dest: str, run_id: str, port: int, interval: float, logdir: Path | None) -> None:
     """Show RUN's TensorBoard logs, refreshed from the store while TensorBoard runs."""
     store = open_runs(dest)
@@ -215,3 +224,41 @@ def tensorboard(dest: str, run_id: str, port: int, interval: float, logdir: Path
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+@runs.command()
+@click.argument("run_id", metavar="RUN")
+@handle_errors
+def wait(run_id: str) -> None:
+    """Wait for RUN (started with `tfbuild run --detach`) to end, print its logs'
+    place, remove its containers, and exit with the job's exit code."""
+    from ..run.local import DetachedJob
+    from .run import finish
+
+    job = DetachedJob(run_id)
+    console.step(f"waiting for run {run_id} ({len(job.containers)} container(s))")
+    try:
+        code = job.wait()
+    finally:
+        job.cleanup()
+    finish(job.labels.get(UPLOAD_LABEL), run_id, job.job, code)
+
+
+@runs.command()
+@click.argument("run_id", metavar="RUN")
+@handle_errors
+def cancel(run_id: str) -> None:
+    """Stop RUN (started with `tfbuild run --detach`): SIGTERM to every container, the
+    agents' grace period and final upload, SIGKILL after the stop timeout."""
+    from ..run.local import DetachedJob
+    from .run import finish
+
+    job = DetachedJob(run_id)
+    console.step(f"stopping run {run_id}: {len(job.containers)} container(s), at most "
+                 f"{job.stop_timeout} s")
+    try:
+        code = job.cancel()
+    finally:
+        job.cleanup()
+    # The job's code says how the tasks ended; the cancel itself succeeded.
+    finish(job.labels.get(UPLOAD_LABEL), run_id, job.job, code, exit_with_code=False)

@@ -14,8 +14,8 @@ from typing import Any
 
 import jinja2
 
-from . import __version__, compat
-from .spec import BuildSpec
+from .. import __version__
+from ..spec import BuildSpec, compat
 
 VENV = "/opt/tfbuild/venv"
 LAYERS = "/opt/tfbuild/layers"

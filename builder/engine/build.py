@@ -15,9 +15,10 @@ import docker.auth
 import docker.errors
 import docker.utils
 from rich.status import Status
+from rich.text import Text
 
-from . import console
-from .errors import BuildError, RegistryError
+from .. import console
+from ..errors import BuildError, RegistryError
 
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 TAIL_LINES = 40
@@ -76,7 +77,7 @@ def build_image(
                     step, total = line, int(m.group(2))
                     tail.clear()
                     if not quiet:
-                        console.err.print(f"[bold]{line}[/]", markup=True, highlight=False)
+                        console.err.print(Text(line, style="bold"), highlight=False)
                     continue
                 if "Using cache" in line:
                     cached += 1
@@ -86,7 +87,7 @@ def build_image(
                 if line.strip():
                     tail.append(line)
                     if status:
-                        status.update(f"[dim]{line.strip()[:120]}[/]")
+                        status.update(Text(line.strip()[:120], style="dim"))
                     elif not quiet:
                         console.err.print(f"  {line}", markup=False, highlight=False)
     except docker.errors.APIError as e:

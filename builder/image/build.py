@@ -8,15 +8,15 @@ from pathlib import Path
 
 from tfbuild_agent.jobspec import JobSpec
 
-from . import console
+from .. import console
+from ..credentials import ca_bundle_files, pip_conf_text
+from ..engine.bootstrap import base_image_exists, make_base_image
+from ..engine.build import BuildResult, build_image, push_image
+from ..engine.setup import engine_client, image_attrs
+from ..spec import BuildSpec
 from .agent_bundle import add_agent
-from .bootstrap import base_image_exists, make_base_image
 from .context import BuildContext, source_excludes
-from .credentials import ca_bundle_files, pip_conf_text
-from .engine import BuildResult, build_image, push_image
-from .engine_setup import engine_client
 from .render import TFBUILD_BASE_PREFIX, ImageLayers, image_layers, render_dockerfile
-from .spec import BuildSpec
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
@@ -106,7 +106,7 @@ def _from_count(dockerfile: str) -> int:
 
 
 def inspect_labels(image: str) -> dict[str, object]:
-    attrs = engine_client().images.get(image).attrs
+    attrs = image_attrs(engine_client(), image)
     labels = (attrs.get("Config") or {}).get("Labels") or {}
     out: dict[str, object] = {k: v for k, v in labels.items() if k != "io.tfbuild.spec"}
     if "io.tfbuild.spec" in labels:

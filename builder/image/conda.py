@@ -13,8 +13,8 @@ import json
 from importlib import resources
 from pathlib import Path
 
+from ..spec import BuildSpec
 from .context import BuildContext
-from .spec import BuildSpec
 
 CONTEXT_DIR = "tfbuild/conda"
 STAGE_DIR = "/tmp/tfbuild-conda"

@@ -15,18 +15,16 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-import yaml
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
+
+from ..errors import CompatError
+from .yaml_reader import YamlSyntaxError, parse_yaml
 
 COMPAT_FILE = "compat.yaml"
 KERAS_MODES = ("legacy", "keras3")
 _PYTHON_RE = re.compile(r"^3\.\d+$")
 _MINOR_RE = re.compile(r"^\d+\.\d+$")
-
-
-class CompatError(ValueError):
-    """compat.yaml itself is malformed (a packaging bug, not a user error)."""
 
 
 class UnknownTFVersion(LookupError):
@@ -198,7 +196,11 @@ def _check_keras(keras: str) -> str:
 def load_matrix() -> Matrix:
     """The packaged compat.yaml, parsed and checked (cached)."""
     resource = importlib.resources.files("tfbuild.base_images") / COMPAT_FILE
-    return Matrix.from_mapping(yaml.safe_load(resource.read_text(encoding="utf-8")))
+    try:
+        data = parse_yaml(resource.read_text(encoding="utf-8"))
+    except YamlSyntaxError as e:
+        raise CompatError(f"{COMPAT_FILE}: line {e.line}: {e.problem}") from None
+    return Matrix.from_mapping(data)
 
 
 # Module-level shortcuts over the packaged matrix.

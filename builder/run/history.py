@@ -11,7 +11,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -30,13 +30,10 @@ from tfbuild_agent.runrecord import (
 from tfbuild_agent.sync.layout import JOB_RECORD_KEY, TASKS_DIR, is_record_key, task_record_key
 from tfbuild_agent.sync.store import Store, open_store
 
-from .errors import TfbuildError
+from ..errors import LaunchError, RunsError
+from .destinations import default_runs_dir, resolve_destination
 
 UNKNOWN = "Unknown"
-
-
-class RunsError(TfbuildError):
-    """A run or file is not in the store, or the store cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +48,8 @@ class TaskView:
     duration: float | None
     missing_uploads: tuple[Mapping[str, Any], ...] = ()
     stderr_tail: str = ""
+    reason: str = ""
+    """Why the task ended as it did, when the agent says (e.g. which peer was lost)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,14 @@ class RunView:
     tasks: tuple[TaskView, ...]
     files: Mapping[str, int] = field(default_factory=dict)
     """Run-relative key -> size, without the run records."""
+    reason: str = ""
+    """The job record's reason, when the agent gives one."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe (for `--json`)."""
+        out = asdict(self)
+        out["files"] = dict(self.files)
+        return out
 
     @property
     def all_final(self) -> bool:
@@ -98,6 +105,7 @@ def _task_view(name: str, record: Mapping[str, Any] | None, now: datetime) -> Ta
         duration=duration_seconds(record, now),
         missing_uploads=tuple(record.get("missing_uploads") or ()),
         stderr_tail=str(record.get("stderr_tail") or ""),
+        reason=str(record.get("reason") or ""),
     )
 
 
@@ -131,8 +139,9 @@ def run_view(
         stop = parse_time(end) if end else now
         duration = max(0.0, (stop - parse_time(start)).total_seconds())
     kept = {k: v for k, v in (files or {}).items() if not is_record_key(k)}
+    reason = str((job_record or {}).get("reason") or "")
     return RunView(run_id, status, min(queued, key=parse_time) if queued else None, start, end,
-                   duration, tasks, kept)
+                   duration, tasks, kept, reason)
 
 
 def log_keys(files: Mapping[str, int]) -> list[str]:
@@ -171,7 +180,29 @@ def format_duration(seconds: float | None) -> str:
 # -- reading the store ----------------------------------------------------------------
 
 
+def local_folder(dest: str) -> Path:
+    """A plain path or file:// URI (relative ones from the working directory) -> folder."""
+    try:
+        resolved = resolve_destination(dest, False, cwd=Path.cwd(), env=os.environ,
+                                       home=Path.home())
+    except LaunchError as e:
+        raise RunsError(str(e)) from None
+    assert resolved.host_dir is not None
+    return resolved.host_dir
+
+
 def open_runs(dest: str, env: Mapping[str, str] | None = None) -> Store:
+    """The store at `dest`; a local folder that does not exist is an error (a typo in
+    the path would otherwise look like a store without runs)."""
+    if "://" not in dest or dest.lower().startswith("file://"):
+        folder = local_folder(dest)
+        if not folder.is_dir():
+            raise RunsError(
+                f"{folder} does not exist or is not a folder; give the folder the runs were "
+                "uploaded to (--upload-to of `tfbuild run`; without it, the default local run "
+                f"history {default_runs_dir(os.environ, Path.home())})"
+            )
+        dest = f"file://{folder}"
     try:
         return open_store(dest, env)
     except AgentError as e:
@@ -356,3 +387,12 @@ def tail_logs(
             raise RunsError(f"run {run_id} still has status {view.status} after "
                             f"{format_duration(timeout)}; stopped following (use --timeout)")
         sleep(min(interval, left))
+
+
+def run_record_exists(dest: str, run_id: str, env: Mapping[str, str] | None = None) -> bool:
+    """Whether the run's job record reached the store (what `tfbuild runs show` reads)."""
+    try:
+        run = open_runs(dest, env).child(run_id)
+        return _read_json(run, JOB_RECORD_KEY) is not None
+    except Exception:  # an unreachable store: the caller says the record is not there
+        return False
