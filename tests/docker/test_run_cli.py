@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -45,10 +46,9 @@ def tfbuild(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300
 
 
 def run_id_of(stderr: str) -> str:
-    for word in stderr.replace("(", " ").replace(")", " ").split():
-        if word.startswith("run-"):
-            return word.rstrip(":/,")
-    raise AssertionError(f"no run id in:\n{stderr}")
+    found = re.search(r"run-\d{8}-\d{6}-[0-9a-f]{6}", stderr)
+    assert found, f"no run id in:\n{stderr}"
+    return found.group(0)
 
 
 def job_containers(client: docker.DockerClient, run_id: str) -> list:
