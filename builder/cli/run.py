@@ -6,7 +6,6 @@ the image's label, environment, volumes, GPUs and the store's credentials."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -20,7 +19,6 @@ from .. import console
 from ..errors import LaunchError
 from .boundary import handle_errors
 
-SPEC_LABEL = "io.tfbuild.spec"
 DEFAULT_SHM_SIZE = "1g"
 
 
@@ -40,14 +38,6 @@ class ScriptArgsCommand(click.Command):
             if "unexpected extra argument" in e.message:
                 e.message += "; arguments for the entry script go after `--`"
             raise
-
-
-def _recorded_spec(attrs: dict[str, Any]) -> dict[str, Any]:
-    labels = (attrs.get("Config") or {}).get("Labels") or {}
-    try:
-        return json.loads(labels.get(SPEC_LABEL) or "{}")
-    except ValueError:
-        return {}
 
 
 def parse_env(values: tuple[str, ...], host: dict[str, str]) -> tuple[dict, dict]:
@@ -170,6 +160,7 @@ def run(ctx: click.Context, image: str, nodes: int | None, backend: str | None,
     another place (a folder, or a store) or --no-upload is given.
     """
     from ..engine.setup import engine_client, image_attrs
+    from ..image.build import recorded_spec
     from ..run.destinations import prepare_host_dir, resolve_destination
     from ..run.launch import new_job
     from ..run.local import LocalJob
@@ -189,7 +180,7 @@ def run(ctx: click.Context, image: str, nodes: int | None, backend: str | None,
     access = store_access(dest.uri, host_env, home)
 
     client = engine_client()
-    recorded = _recorded_spec(image_attrs(client, image))
+    recorded = recorded_spec(image_attrs(client, image))
     chosen = backend or recorded.get("distributed_backend") or "none"
     for flag, value, key in (("--workers", workers, "TFBUILD_WORKERS"),
                              ("--ps", ps_count, "TFBUILD_PS")):

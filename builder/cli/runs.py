@@ -50,11 +50,13 @@ def _size(n: int) -> str:
 
 @click.group()
 def runs() -> None:
-    """The runs in a store: list, show, download, logs, tensorboard.
+    """The runs in a store (list, show, download, logs, tensorboard), and the
+    detached runs on this engine (wait, cancel).
 
     \b
-    DEST is the URI the jobs uploaded to (--upload-to / TFBUILD_UPLOAD_TO):
-    file:///mnt/runs, s3://bucket/runs, az://container/runs, gs://bucket/runs.
+    DEST is where the jobs uploaded to (--upload-to / TFBUILD_UPLOAD_TO): a folder
+    (./runs, /mnt/runs, file:///mnt/runs; without --upload-to, `tfbuild run` used
+    ~/.local/share/tfbuild/runs), s3://bucket/runs, az://container/runs, gs://bucket/runs.
     Credentials and endpoints come from the environment, as for the agent.
     """
 
@@ -92,15 +94,15 @@ def _print_run(v: RunView) -> None:
                                     f"  duration {format_duration(v.duration)}"))
     if v.reason:
         console.out.print(Text(f"reason: {v.reason}"))
-    with_reason = any(t.reason for t in v.tasks)
-    columns = ["task", "role", "rank", "status", "exit code", "duration"]
-    tasks = Table(*columns, *(["reason"] if with_reason else []), box=None)
+    tasks = Table("task", "role", "rank", "status", "exit code", "duration", box=None)
     for t in v.tasks:
-        row = [Text(t.task), t.role or "-", "-" if t.rank is None else str(t.rank),
-               _status(t.status), "-" if t.exit_code is None else str(t.exit_code),
-               format_duration(t.duration)]
-        tasks.add_row(*row, *([Text(t.reason or "-")] if with_reason else []))
+        tasks.add_row(Text(t.task), t.role or "-", "-" if t.rank is None else str(t.rank),
+                      _status(t.status), "-" if t.exit_code is None else str(t.exit_code),
+                      format_duration(t.duration))
     console.out.print(tasks)
+    for t in v.tasks:  # below the table: a reason is a sentence, not a column to wrap
+        if t.reason:
+            console.out.print(Text(f"{t.task}: {t.reason}"))
     files = Table("file", "size", box=None)
     for key in sorted(v.files):
         files.add_row(Text(key), _size(v.files[key]))

@@ -7,10 +7,12 @@ import json
 import click
 
 from .. import console
+from .boundary import handle_errors
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the matrix as JSON.")
+@handle_errors
 def versions(as_json: bool) -> None:
     """The TensorFlow versions tfbuild knows: Python, CUDA/cuDNN and Horovod for each."""
     from rich.table import Table

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tfbuild_agent.jobspec import JobSpec
 
@@ -19,6 +20,8 @@ from .context import BuildContext, source_excludes
 from .render import TFBUILD_BASE_PREFIX, ImageLayers, image_layers, render_dockerfile
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+SPEC_LABEL = "io.tfbuild.spec"
+"""The image label holding the spec it was built from (written by render.image_layers)."""
 
 
 @dataclass
@@ -105,12 +108,21 @@ def _from_count(dockerfile: str) -> int:
     return sum(1 for line in dockerfile.splitlines() if line.startswith("FROM "))
 
 
+def recorded_spec(attrs: dict) -> dict[str, Any]:
+    """The spec an image was built from (its io.tfbuild.spec label), {} if it has none."""
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
+    try:
+        return json.loads(labels.get(SPEC_LABEL) or "{}")
+    except ValueError:
+        return {}
+
+
 def inspect_labels(image: str) -> dict[str, object]:
     attrs = image_attrs(engine_client(), image)
     labels = (attrs.get("Config") or {}).get("Labels") or {}
-    out: dict[str, object] = {k: v for k, v in labels.items() if k != "io.tfbuild.spec"}
-    if "io.tfbuild.spec" in labels:
-        out["spec"] = json.loads(labels["io.tfbuild.spec"])
+    out: dict[str, object] = {k: v for k, v in labels.items() if k != SPEC_LABEL}
+    if SPEC_LABEL in labels:
+        out["spec"] = recorded_spec(attrs)
     out["id"] = attrs["Id"]
     out["size_mb"] = round(attrs.get("Size", 0) / 1e6)
     return out

@@ -187,8 +187,7 @@ def local_folder(dest: str) -> Path:
                                        home=Path.home())
     except LaunchError as e:
         raise RunsError(str(e)) from None
-    assert resolved.host_dir is not None
-    return resolved.host_dir
+    return resolved.host_dir or Path(dest)
 
 
 def open_runs(dest: str, env: Mapping[str, str] | None = None) -> Store:

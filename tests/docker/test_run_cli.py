@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -45,10 +46,9 @@ def tfbuild(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300
 
 
 def run_id_of(stderr: str) -> str:
-    for word in stderr.replace("(", " ").replace(")", " ").split():
-        if word.startswith("run-"):
-            return word.rstrip(":/,")
-    raise AssertionError(f"no run id in:\n{stderr}")
+    found = re.search(r"run-\d{8}-\d{6}-[0-9a-f]{6}", stderr)
+    assert found, f"no run id in:\n{stderr}"
+    return found.group(0)
 
 
 def job_containers(client: docker.DockerClient, run_id: str) -> list:
@@ -100,7 +100,11 @@ def test_no_upload_says_so_and_script_args_follow_the_double_dash(image, tmp_pat
 
 
 def test_a_typo_d_flag_or_a_stray_argument_starts_nothing(image, docker_client, tmp_path):
-    before = {c.id for c in docker_client.containers.list(all=True)}
+    def of_image() -> set[str]:  # other work shares the engine: count this image's only
+        return {c.id for c in docker_client.containers.list(all=True,
+                                                            filters={"ancestor": image})}
+
+    before = of_image()
     typo = tfbuild("run", image, "--nodse", "3", cwd=tmp_path)
     assert typo.returncode == 2
     assert "No such option '--nodse'" in typo.stderr and "--nodes" in typo.stderr
@@ -110,7 +114,7 @@ def test_a_typo_d_flag_or_a_stray_argument_starts_nothing(image, docker_client, 
     assert extra.returncode == 2 and "after `--`" in extra.stderr
     ps_only = tfbuild("run", image, "--workers", "2", cwd=tmp_path)
     assert ps_only.returncode == 1 and "only the ps backend" in ps_only.stderr
-    assert {c.id for c in docker_client.containers.list(all=True)} == before
+    assert of_image() == before
     assert not (tmp_path / "runs").exists()
 
 

@@ -255,3 +255,61 @@ def test_mirror_copies_only_what_changed(tmp_path: Path) -> None:
     files = run.files()
     assert mirror(run, tensorboard_keys(files), files, local, have) == 1
     assert (local / "logs/tb/events.out.tfevents.1.host").read_bytes() == b"\x00\x01binary+more"
+
+
+# -- scriptable output, filters, reasons, missing stores ------------------------------
+
+
+def test_list_filters_by_status_limits_and_prints_json(tmp_path: Path) -> None:
+    two_task_run(tmp_path, "run-a")
+    two_task_run(tmp_path, "run-b", worker_status=FAILED)
+    two_task_run(tmp_path, "run-c")
+    code, out = invoke("list", str(tmp_path), "--status", "completed", "--json")
+    assert code == 0, out
+    assert [r["run_id"] for r in json.loads(out)] == ["run-a", "run-c"]
+    code, out = invoke("list", f"file://{tmp_path}", "--limit", "1", "--json")
+    assert [r["run_id"] for r in json.loads(out)] == ["run-c"]
+    code, out = invoke("list", f"file://{tmp_path}", "--status", "Canceled")
+    assert code == 0 and "no runs" in out and "Canceled" in out
+
+
+def test_show_json_has_tasks_files_and_the_exit_codes(tmp_path: Path) -> None:
+    two_task_run(tmp_path, "run-b", worker_status=FAILED)
+    code, out = invoke("show", f"file://{tmp_path}", "run-b", "--json")
+    assert code == 0, out
+    view = json.loads(out)
+    assert view["status"] == "Failed"
+    assert {t["task"]: t["exit_code"] for t in view["tasks"]}["worker-1"] == 3
+    assert "outputs/metrics.json" in view["files"]
+
+
+def test_show_displays_the_reason_of_job_and_task_records(tmp_path: Path) -> None:
+    two_task_run(tmp_path, "run-r", worker_status=FAILED)
+    for key, reason in (("run-r/run.json", "peer worker-1 was lost"),
+                        ("run-r/tasks/worker-1/run.json", "lost [fe80::1]:2222 (tfbuild[s3])")):
+        record = json.loads((tmp_path / key).read_text())
+        record["reason"] = reason
+        put(tmp_path, key, json.dumps(record))
+    code, out = invoke("show", f"file://{tmp_path}", "run-r")
+    assert code == 0, out
+    assert "reason: peer worker-1 was lost" in out
+    assert "lost [fe80::1]:2222 (tfbuild[s3])" in out  # square brackets printed intact
+
+
+@pytest.mark.parametrize("form", ["file:///nonexistent/tfbuild-runs", "/nonexistent/runs",
+                                  "file://./not-here"])
+def test_a_missing_local_store_is_an_error(tmp_path: Path, form: str, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out = invoke("list", form)
+    assert code == 1
+    assert "does not exist" in out
+
+
+def test_relative_paths_name_folders_under_the_working_directory(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    two_task_run(tmp_path / "runs", "run-a")
+    monkeypatch.chdir(tmp_path)
+    for form in ("runs", "./runs", "file://./runs", "file://runs"):
+        code, out = invoke("list", form, "--json")
+        assert code == 0, (form, out)
+        assert [r["run_id"] for r in json.loads(out)] == ["run-a"]
