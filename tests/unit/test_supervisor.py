@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 
-from tfbuild_agent.control import Event
+from tfbuild_agent.control.channel import Event
 from tfbuild_agent.launch.supervisor import Supervisor, exit_code_of
 from tfbuild_agent.topology import Task
 
@@ -29,7 +29,7 @@ def make(tmp_path, scripts, decisive=None, servers=(), grace=5.0, control=None):
         servers_only=servers,
         grace=grace,
         control=control,
-        on_status=lambda task, status, code, tail: statuses.append((task.name, status, code)),
+        on_status=lambda task, status, code, tail, _why: statuses.append((task.name, status, code)),
         log=lambda m: None,
     )
     return sup, statuses

@@ -14,26 +14,26 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ..errors import AgentError, ConfigError, DiscoveryError, DiscoveryTimeout
-from ..jobspec import JobSpec
-from ..rendezvous_wire import ProtocolError
-from ..topology import Plan
-from . import netif
-from .command import entry_command, merge_script_params
-from .mpi import agent_command
-from .mpi_channel import JobResult, LaunchRefused, ping, send_result
-from .mpi_command import (
+from ...control.wire import ProtocolError
+from ...errors import AgentError, ConfigError, DiscoveryError, DiscoveryTimeout
+from ...jobspec import JobSpec
+from ...recorder import NodeTask, TaskRecorder
+from ...topology import Plan
+from .. import netif
+from ..command import entry_command, merge_script_params
+from ..output import OutputPump
+from ..reaper import Reaper
+from .channel import JobResult, LaunchRefused, ping, send_result
+from .command import (
     HOSTS_VAR,
     MpiSettings,
+    agent_command,
     describe_failure,
     exported_names,
     mpirun_argv,
     rsh_agent_value,
 )
-from .mpi_rank import line_buffered
-from .mpi_record import NodeRecord
-from .output import OutputPump
-from .reaper import Reaper
+from .rank import line_buffered
 
 PING_BOUND = 5.0
 PROGRESS_EVERY = 10.0
@@ -76,7 +76,9 @@ def run_launcher(
             raise
         log(f"mpi: starting {plan.world_size} rank(s) on {len(hosts)} node(s) "
             f"({job.process_count_per_node} per node): {shlex.join(argv)}")
-        record = NodeRecord(env, run_id, "mpirun", 0, True, workdir, log)
+        recorder = TaskRecorder(run_id, "mpirun", True, workdir, log,
+                                upload_to=env.get("TFBUILD_UPLOAD_TO"), store_env=env)
+        record = NodeTask(recorder, "mpirun", "launcher", 0)
         code, tail = _run_mpirun(argv, run_env, workdir, reaper, record, env, log)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -92,7 +94,7 @@ def run_launcher(
     outcome = "canceled" if canceled else "completed" if code == 0 else "failed"
     log(f"mpi: job {outcome}: {message}")
     tell_agents(peers, settings.launch_port, token, JobResult(code, message), log)
-    record.finish(code, canceled, "\n".join(tail))
+    record.finish(code, canceled, "\n".join(tail), reason=message)
     return code
 
 
@@ -136,7 +138,7 @@ def _run_mpirun(
     run_env: Mapping[str, str],
     workdir: Path,
     reaper: Reaper,
-    record: NodeRecord,
+    record: NodeTask,
     env: Mapping[str, str],
     log: Callable[[str], None],
 ) -> tuple[int, list[str]]:
