@@ -295,6 +295,7 @@ class RendezvousServer:
             if kind == "join":
                 self._join(conn, message)
             else:
+                self._log(f"rendezvous: dropped {conn.peer}: it sent {kind!r} before joining")
                 self._drop(conn, f"it sent {kind!r} before joining")
         elif kind == "hb":
             pass
