@@ -118,7 +118,9 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
 
         if source.channel is not None:  # MPI runs its own launch channel
             source.channel.close()
-        return run_mpi_node(the_plan, job, membership, script_args, env, workdir, python, log)
+        return run_mpi_node(
+            the_plan, job, membership, script_args, env, workdir, python, log, settings
+        )
 
     run_id = run_id_for(settings.run_id, settings.job_token, membership)
     argv = merge_script_params(job.script_params, script_args)

@@ -21,6 +21,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import ProtocolError
+
+__all__ = ["LineReader", "LineSocket", "ProtocolError", "Session", "encode"]
+
 PROTOCOL = "tfbuild-rendezvous/1"
 MAX_LINE = 4 * 1024 * 1024
 """Largest line accepted from an authenticated peer (a 512-node `formed` message is ~40 KB)."""
@@ -28,8 +32,6 @@ MAX_UNAUTHENTICATED_LINE = 8 * 1024
 """Largest line accepted before the handshake: an unknown peer cannot make us buffer much."""
 
 
-class ProtocolError(Exception):
-    """The peer sent something that is not this protocol (garbage, an oversized line)."""
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -28,7 +28,9 @@ from typing import Any
 
 from ...control import handshake
 from ...control.wire import LineSocket, ProtocolError
-from ...errors import DiscoveryError, RendezvousAuthError
+from ...errors import DiscoveryError, LaunchRefused
+
+__all__ = ["JobResult", "LaunchRefused", "ping", "remote_exec", "send_result"]
 
 PROTOCOL = "tfbuild-mpi-launch/1"
 OPS = ("ping", "exec", "result")
@@ -48,8 +50,6 @@ LOST_EXIT = 255
 """ssh's exit code when the connection, not the command, failed: mpirun knows it."""
 
 
-class LaunchRefused(RendezvousAuthError):
-    """The serving agent refused us (wrong token, or a request it does not serve)."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from ...control.wire import ProtocolError
 from ...errors import AgentError, ConfigError, DiscoveryError, DiscoveryTimeout
 from ...jobspec import JobSpec
 from ...recorder import NodeTask, TaskRecorder
+from ...settings import AgentSettings
 from ...topology import Plan
 from .. import netif
 from ..command import entry_command, merge_script_params
@@ -39,7 +40,6 @@ PING_BOUND = 5.0
 PROGRESS_EVERY = 10.0
 RESULT_SEND_BOUND = 10.0
 """How long node 0 keeps trying to tell one agent the job's result."""
-DEFAULT_GRACE = 30.0
 TAIL_LINES = 200
 """mpirun's last stderr lines kept to find which rank failed (the run record gets them too)."""
 
@@ -56,6 +56,7 @@ def run_launcher(
     settings: MpiSettings,
     token: str | None,
     run_id: str,
+    agent: AgentSettings,
 ) -> int:
     hosts = list(plan.hosts)
     peers = hosts[1:]
@@ -77,9 +78,9 @@ def run_launcher(
         log(f"mpi: starting {plan.world_size} rank(s) on {len(hosts)} node(s) "
             f"({job.process_count_per_node} per node): {shlex.join(argv)}")
         recorder = TaskRecorder(run_id, "mpirun", True, workdir, log,
-                                upload_to=env.get("TFBUILD_UPLOAD_TO"), store_env=env)
+                                upload_to=agent.upload_to, store_env=env)
         record = NodeTask(recorder, "mpirun", "launcher", 0)
-        code, tail = _run_mpirun(argv, run_env, workdir, reaper, record, env, log)
+        code, tail = _run_mpirun(argv, run_env, workdir, reaper, record, agent.grace, log)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     canceled = reaper.signal is not None
@@ -139,7 +140,7 @@ def _run_mpirun(
     workdir: Path,
     reaper: Reaper,
     record: NodeTask,
-    env: Mapping[str, str],
+    grace: float,
     log: Callable[[str], None],
 ) -> tuple[int, list[str]]:
     """mpirun's exit code and its last stderr lines; output goes to ./logs/mpirun.log too."""
@@ -155,7 +156,6 @@ def _run_mpirun(
     pump = OutputPump("mpirun", workdir / "logs" / "mpirun.log", prefix=False,
                       tail_lines=TAIL_LINES)
     pump.attach(proc.stdout, proc.stderr)  # type: ignore[arg-type]
-    grace = float(env.get("TFBUILD_GRACE_SECONDS", DEFAULT_GRACE))
     code = _wait_mpirun(proc, reaper, grace, log)
     pump.close()
     return code, list(pump.stderr_tail)

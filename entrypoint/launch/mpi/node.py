@@ -22,6 +22,7 @@ from ...discovery.context import parse_timeout
 from ...discovery.membership import Membership
 from ...jobspec import JobSpec
 from ...recorder import run_id_for
+from ...settings import AgentSettings
 from ...topology import Plan
 from .command import mpi_settings
 
@@ -35,19 +36,20 @@ def run_mpi_node(
     workdir: Path,
     python: str,
     log: Callable[[str], None],
+    agent: AgentSettings,
 ) -> int:
     """This node's part of an mpi job; returns the agent's exit code."""
     settings = mpi_settings(env, job, parse_timeout(env))
-    if membership.node_count > 1:
-        token = job_token(env, membership.node_count)
-    else:
-        token = env.get("TFBUILD_JOB_TOKEN") or None
-    run_id = run_id_for(env.get("TFBUILD_RUN_ID", ""), token, membership)
+    # A multi-node job refuses to run without a token (unless the network is trusted).
+    multi = membership.node_count > 1
+    token = job_token(env, membership.node_count) if multi else agent.job_token
+    run_id = run_id_for(agent.run_id, token, membership)
     if plan.mpi_launcher:
         from .launcher import run_launcher
 
         return run_launcher(plan, job, script_args, env, workdir, python, log,
-                            settings=settings, token=token, run_id=run_id)
+                            settings=settings, token=token, run_id=run_id, agent=agent)
     from .worker import serve_node
 
-    return serve_node(plan, env, workdir, log, settings=settings, token=token, run_id=run_id)
+    return serve_node(plan, env, workdir, log, settings=settings, token=token, run_id=run_id,
+                      agent=agent)

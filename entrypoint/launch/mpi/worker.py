@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ...errors import DiscoveryTimeout
 from ...recorder import NodeTask, TaskRecorder
+from ...settings import AgentSettings
 from ...topology import Plan
 from ..reaper import Reaper
 from .channel import KILL_GRACE
@@ -45,6 +46,7 @@ def serve_node(
     settings: MpiSettings,
     token: str | None,
     run_id: str,
+    agent: AgentSettings,
 ) -> int:
     reaper = Reaper()
     reaper.install()
@@ -53,7 +55,7 @@ def serve_node(
     server.start()
     task = f"mpi-node-{plan.node_rank}"
     recorder = TaskRecorder(run_id, task, False, workdir, log,
-                            upload_to=env.get("TFBUILD_UPLOAD_TO"), store_env=env)
+                            upload_to=agent.upload_to, store_env=env)
     record = NodeTask(recorder, task, "node", plan.node_rank)
     log(f"mpi: node {plan.node_rank} of {len(plan.hosts)}: waiting up to "
         f"{settings.launch_timeout:g} s for the launcher node {plan.hosts[0]} to start this "
