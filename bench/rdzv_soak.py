@@ -81,6 +81,17 @@ def _all_running(cluster: Cluster, n: int) -> None:
         time.sleep(1.0)
 
 
+def _agent_rss_mb(containers, count: int = 3) -> list[float]:
+    """VmRSS of the agent itself (PID 1 in each container), without the script."""
+    out = []
+    for c in containers[:count]:
+        code, text = c.exec_run(["cat", "/proc/1/status"])
+        for line in text.decode(errors="replace").splitlines():
+            if code == 0 and line.startswith("VmRSS:"):
+                out.append(round(int(line.split()[1]) / 1024, 1))
+    return out
+
+
 def run_job(client, image: str, n: int, mode: str, measure_memory: bool, scratch: Path) -> dict:
     cluster = Cluster(client, image, prefix="tfbsoak")
     shared = Path(tempfile.mkdtemp(prefix="tfbsoak-", dir=scratch))
@@ -89,6 +100,7 @@ def run_job(client, image: str, n: int, mode: str, measure_memory: bool, scratch
                       volumes={str(shared): {"bind": "/shared", "mode": "ro"}})
         _all_running(cluster, n)
         memory = _memory_mb(cluster.containers) if measure_memory else []
+        agent_rss = _agent_rss_mb(cluster.containers) if measure_memory else []
         end_at = int(time.time()) + END_IN
         (shared / "end.tmp").write_text(str(end_at))
         (shared / "end.tmp").rename(shared / "end")
@@ -111,6 +123,7 @@ def run_job(client, image: str, n: int, mode: str, measure_memory: bool, scratch
             "last_start_after_end_s": started - end_at,
             "last_exit_after_end_s": finished - end_at,
             "memory_mb": memory,
+            "agent_rss_mb": agent_rss,
         }
     finally:
         cluster.close()
@@ -171,7 +184,8 @@ def main() -> int:
     out.write_text(json.dumps({"agent": str(args.agent or "this checkout"),
                                "results": results, "losses": losses}, indent=1))
     print("\n| containers | discovery | jobs | false failures | formation median (max) "
-          "| job end median (max) | memory per container |\n|---|---|---|---|---|---|---|")
+          "| job end median (max) | memory per container | agent RSS |\n"
+          "|---|---|---|---|---|---|---|---|")
     for n in sorted({r["n"] for r in results}):
         for mode in args.modes.split(","):
             rs = [r for r in results if r["n"] == n and r["mode"] == mode]
@@ -180,11 +194,13 @@ def main() -> int:
             form = [r["formation_s"] for r in rs if r["formation_s"] is not None]
             end = [r["job_end_s"] for r in rs if r["job_end_s"] is not None]
             mem = [m for r in rs for m in r["memory_mb"]]
+            rss = [m for r in rs for m in r.get("agent_rss_mb", [])]
             bad = sum(1 for r in rs if r["codes_nonzero"])
             print(f"| {n} | {mode} | {len(rs)} | {bad} | "
                   f"{statistics.median(form):.2f} s ({max(form):.2f} s) | "
                   f"{statistics.median(end):.2f} s ({max(end):.2f} s) | "
-                  f"{statistics.median(mem) if mem else 0:.0f} MB |")
+                  f"{statistics.median(mem) if mem else 0:.0f} MB | "
+                  f"{statistics.median(rss) if rss else 0:.0f} MB |")
     print(f"\nraw results: {out}")
     return 0
 

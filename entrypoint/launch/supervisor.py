@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..runrecord import CANCELED, COMPLETED, FAILED, RUNNING
 from ..topology import Task
 from .output import OutputPump
 from .reaper import Reaper, exit_code_of
@@ -49,7 +50,7 @@ class Child:
 @dataclass
 class Outcome:
     exit_code: int
-    status: str  # Completed, Failed, Canceled
+    status: str  # runrecord.COMPLETED, FAILED or CANCELED
     reason: str = ""
     task_codes: dict[str, int] = field(default_factory=dict)
 
@@ -130,7 +131,7 @@ class Supervisor:
         pump = OutputPump(task.name, self.log_dir / f"{task.name}.log", prefix)
         pump.attach(proc.stdout, proc.stderr)  # type: ignore[arg-type]
         self.children[proc.pid] = Child(task, proc, pump)
-        self.on_status(task, "Running", None, [], "")
+        self.on_status(task, RUNNING, None, [], "")
 
     def _running(self) -> bool:
         return any(c.exit_code is None for c in self.children.values())
@@ -152,21 +153,21 @@ class Supervisor:
         name, code = child.task.name, child.exit_code or 0
         reason = ""
         if self._signal is not None:
-            status = "Canceled"
+            status = CANCELED
             reason = f"stopped by {signal.Signals(self._signal).name}"
         elif child.stopped_by_agent:
             # A server stopped after the job succeeded has done its part; a task stopped
             # because of a failure elsewhere failed with the job (Canceled is only for a
             # job a user or the scheduler stopped).
-            success = self._outcome is not None and self._outcome.status == "Completed"
+            success = self._outcome is not None and self._outcome.status == COMPLETED
             if success:
-                status, code = "Completed", 0
+                status, code = COMPLETED, 0
             else:
-                status = "Failed"
+                status = FAILED
                 why = self._outcome.reason if self._outcome is not None else "the job failed"
                 reason = f"stopped by the agent: {why}"
         else:
-            status = "Completed" if code == 0 else "Failed"
+            status = COMPLETED if code == 0 else FAILED
             if code != 0:
                 reason = f"task {name} failed with exit code {code}"
         try:
@@ -178,10 +179,10 @@ class Supervisor:
             return
         if code != 0:
             self.log(f"task {name} failed with exit code {code}; stopping the job")
-            self._decide(Outcome(code, "Failed", f"task {name} failed with exit code {code}"))
+            self._decide(Outcome(code, FAILED, f"task {name} failed with exit code {code}"))
             self._stop(lambda c: True)
         elif name == self.decisive_task:
-            self._decide(Outcome(0, "Completed", f"{name} completed"))
+            self._decide(Outcome(0, COMPLETED, f"{name} completed"))
             if self.servers_only:
                 servers = ", ".join(sorted(self.servers_only))
                 self.log(f"{name} completed: stopping the servers ({servers})")
@@ -207,13 +208,13 @@ class Supervisor:
         kind = getattr(event, "kind", None)
         message = getattr(event, "message", str(event))
         if kind == "finished":
-            self._decide(Outcome(0, "Completed", message))
+            self._decide(Outcome(0, COMPLETED, message))
             self._stop(lambda c: c.task.name in self.servers_only)
         elif getattr(event, "ends_job", False) and self._outcome is None:
             # failed, lost, server_lost: after the job succeeded these are expected
             # (the other nodes are leaving); before, they end it.
             self.log(f"{message}; stopping this node's tasks")
-            self._decide(Outcome(1, "Failed", message))
+            self._decide(Outcome(1, FAILED, message))
             self._stop(lambda c: True)
             if kind == "lost":
                 try:
@@ -251,12 +252,12 @@ class Supervisor:
     def _final_outcome(self) -> Outcome:
         codes = {c.task.name: c.exit_code or 0 for c in self.children.values()}
         if self._signal is not None:
-            return Outcome(128 + self._signal, "Canceled", "stopped by signal", codes)
+            return Outcome(128 + self._signal, CANCELED, "stopped by signal", codes)
         if self._outcome is not None:
             self._outcome.task_codes = codes
             return self._outcome
         worst = max(codes.values(), default=0)
-        return Outcome(worst, "Completed" if worst == 0 else "Failed", "", codes)
+        return Outcome(worst, COMPLETED if worst == 0 else FAILED, "", codes)
 
 
 def _killpg(pid: int, sig: int) -> None:
