@@ -166,11 +166,14 @@ def main() -> int:
     image = build_tiny_image(client, args.agent, tag)
     results = []
     scratch = Path(tempfile.mkdtemp(prefix="tfbsoak-"))
+    progress = HERE / "results" / f"rdzv_soak-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     for n in (int(x) for x in args.sizes.split(",")):
         for mode in args.modes.split(","):
             for j in range(args.jobs):
                 r = run_job(client, image, n, mode, measure_memory=(j == 0), scratch=scratch)
                 results.append(r)
+                with progress.open("a") as f:  # kept even if a later job breaks the run
+                    f.write(json.dumps(r) + "\n")
                 print(json.dumps({k: v for k, v in r.items() if k != "first_failure"}),
                       flush=True)
                 if r["first_failure"]:
