@@ -14,8 +14,8 @@ import subprocess
 import sys
 import time
 
-from tfbuild_agent.rendezvous import join_rendezvous
-from tfbuild_agent.rendezvous_config import settings_from_env
+from tfbuild_agent.control.client import join_rendezvous
+from tfbuild_agent.control.config import settings_from_env
 
 
 def log(message: str) -> None:

@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "mpi-rsh":
             return _mpi_rsh(args.host, args.port, list(args.remote_command))
         if args.command == "mpi-rank":
-            from .launch.mpi_rank import exec_rank
+            from .launch.mpi.rank import exec_rank
 
             command = list(args.rank_command)
             return exec_rank(command[1:] if command[:1] == ["--"] else command, os.environ)
@@ -80,11 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _mpi_rsh(host: str, port: int | None, command: list[str]) -> int:
+    from .control.config import job_token
     from .errors import ConfigError
     from .jobspec import load_job, read_baked_job
-    from .launch.mpi_channel import remote_exec
-    from .launch.mpi_command import LAUNCH_PORT_OFFSET
-    from .rendezvous_config import job_token
+    from .launch.mpi.channel import remote_exec
+    from .launch.mpi.command import LAUNCH_PORT_OFFSET
 
     if not command:
         raise ConfigError(f"mpi-rsh {host}: no command to run; usage: mpi-rsh HOST CMD...")

@@ -1,4 +1,7 @@
-"""Errors the agent reports to the user. Each message says what, where and how to fix."""
+"""Every error class of the agent, in one hierarchy under AgentError.
+
+Each message says what, where and how to fix. Internal retry signals (control.client's
+_Retry) stay private to their module and never reach the user."""
 
 
 class AgentError(Exception):
@@ -23,5 +26,14 @@ class RendezvousAuthError(DiscoveryError):
     """A peer presented a wrong job token."""
 
 
+class LaunchRefused(RendezvousAuthError):
+    """An agent refused an MPI launch request (wrong token, or a request it does not serve)."""
+
+
 class TopologyError(AgentError):
     """Peers and spec do not fit together (for example fewer nodes than required)."""
+
+
+class ProtocolError(AgentError):
+    """A peer on an agent channel sent something that is not the protocol (garbage, an
+    oversized line). Channels catch it and treat the connection as failed."""

@@ -1,29 +1,33 @@
-"""The agent's main path: job -> discovery -> plan -> control -> sync -> processes."""
+"""The agent's main path: settings -> job -> discovery -> plan -> control -> records -> tasks.
+
+The environment is read here, once: `AgentSettings.from_env` for the agent's own
+TFBUILD_* options; below, modules receive settings (discovery sources still see the
+scheduler's variables through their DiscoveryContext).
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from . import runrecord
+from .control.channel import ControlChannel
+from .control.source import RendezvousSource, open_control
 from .discovery.chain import describe as describe_sources
 from .discovery.chain import discover
 from .discovery.context import DiscoveryContext, log_to_stderr
+from .discovery.membership import Membership
 from .jobspec import JobSpec, load_job, read_baked_job
 from .launch.command import entry_command, merge_script_params
 from .launch.gpus import device_for, processes_per_node, visible_gpus
 from .launch.supervisor import Supervisor
-from .membership import Membership
-from .rendezvous import open_control, rendezvous_source
+from .recorder import TaskRecorder, run_id_for
+from .settings import AgentSettings
 from .topology import Plan, Task, plan
-
-DEFAULT_GRACE = 30.0
 
 
 def _job(env: Mapping[str, str]) -> JobSpec:
@@ -31,15 +35,17 @@ def _job(env: Mapping[str, str]) -> JobSpec:
 
 
 def describe_job(env: Mapping[str, str]) -> dict[str, Any]:
+    settings = AgentSettings.from_env(env)
     job = _job(env)
     ctx = DiscoveryContext.from_environ(job, env)
     out: dict[str, Any] = {
         "job": vars(job) | {"environment": dict(job.environment)},
         "sources": describe_sources(ctx),
     }
-    membership = discover(ctx, rendezvous=rendezvous_source)
+    source = RendezvousSource()
+    membership = discover(ctx, rendezvous=source)
     out["membership"] = membership.describe()
-    p = _plan(membership, job, env)
+    p = _plan(membership, job, settings)
     out["plan"] = {
         "backend": p.backend,
         "node_rank": p.node_rank,
@@ -51,27 +57,14 @@ def describe_job(env: Mapping[str, str]) -> dict[str, Any]:
         "cluster": p.cluster,
         "decisive_task": p.decisive_task,
     }
+    if source.channel is not None:
+        source.channel.close()
     return out
 
 
-def _plan(membership: Membership, job: JobSpec, env: Mapping[str, str]) -> Plan:
-    """topology.plan with the run-time options that only the environment gives."""
-    return plan(
-        membership,
-        job,
-        placement=env.get("TFBUILD_PLACEMENT") or None,
-        evaluator=env.get("TFBUILD_EVALUATOR", "") in ("1", "true", "yes"),
-    )
-
-
-def run_id_for(env: Mapping[str, str], membership: Membership) -> str:
-    """TFBUILD_RUN_ID, else one every node derives alike (hosts + job token)."""
-    if env.get("TFBUILD_RUN_ID"):
-        return env["TFBUILD_RUN_ID"]
-    if membership.node_count == 1:
-        return time.strftime("run-%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
-    seed = ",".join(membership.hosts) + env.get("TFBUILD_JOB_TOKEN", "")
-    return "run-" + hashlib.sha256(seed.encode()).hexdigest()[:12]
+def _plan(membership: Membership, job: JobSpec, settings: AgentSettings) -> Plan:
+    """topology.plan with the run-time options from the settings."""
+    return plan(membership, job, placement=settings.placement, evaluator=settings.evaluator)
 
 
 def _resolve_paths(job: JobSpec) -> tuple[Path, str]:
@@ -82,9 +75,10 @@ def _resolve_paths(job: JobSpec) -> tuple[Path, str]:
     return workdir, python
 
 
-def _with_gpus(job: JobSpec, env: Mapping[str, str], gpus: list[str]) -> JobSpec:
-    explicit = bool(env.get("TFBUILD_PROCS_PER_NODE"))
-    count = processes_per_node(job.process_count_per_node, explicit, job.use_gpu, gpus)
+def _with_gpus(job: JobSpec, settings: AgentSettings, gpus: list[str]) -> JobSpec:
+    count = processes_per_node(
+        job.process_count_per_node, settings.procs_per_node_explicit, job.use_gpu, gpus
+    )
     return replace(job, process_count_per_node=count)
 
 
@@ -96,70 +90,87 @@ def _device_env(task: Task, gpus: list[str]) -> Task:
     return replace(task, env={**task.env, "CUDA_VISIBLE_DEVICES": device})
 
 
+def node_tasks(membership: Membership, job: JobSpec, settings: AgentSettings, rank: int) -> list[
+    tuple[str, str, int]
+]:
+    """(name, role, rank) of the tasks node `rank` runs: what its records are called."""
+    other = _plan(replace(membership, node_rank=rank), job, settings)
+    return [(t.name, t.role, t.rank) for t in other.tasks]
+
+
 def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
     log = log_to_stderr
+    settings = AgentSettings.from_env(env)
     gpus = visible_gpus(env, os.listdir("/dev") if os.path.isdir("/dev") else [])
-    job = _with_gpus(_job(env), env, gpus)
+    job = _with_gpus(_job(env), settings, gpus)
     workdir, python = _resolve_paths(job)
     ctx = DiscoveryContext.from_environ(job, env)
-    membership = discover(ctx, rendezvous=rendezvous_source)
-    the_plan = _plan(membership, job, env)
+    source = RendezvousSource()
+    membership = discover(ctx, rendezvous=source)
+    the_plan = _plan(membership, job, settings)
     log(
         f"{membership.source} discovery: node {membership.node_rank} of "
         f"{membership.node_count}; backend {the_plan.backend}; tasks here: "
         f"{', '.join(t.name for t in the_plan.tasks) or 'none'}"
     )
     if the_plan.backend == "mpi" and membership.process is None:
-        from .launch.mpi import run_mpi_node
+        from .launch.mpi.node import run_mpi_node
 
-        return run_mpi_node(the_plan, job, membership, script_args, env, workdir, python, log)
+        if source.channel is not None:  # MPI runs its own launch channel
+            source.channel.close()
+        return run_mpi_node(
+            the_plan, job, membership, script_args, env, workdir, python, log, settings
+        )
 
-    run_id = run_id_for(env, membership)
+    run_id = run_id_for(settings.run_id, settings.job_token, membership)
     argv = merge_script_params(job.script_params, script_args)
-    control = None
-    if (
-        membership.node_count > 1
-        and membership.process is None
-        and env.get("TFBUILD_CONTROL", "on") != "off"
+    control: ControlChannel | None = source.channel
+    if control is None and (
+        membership.node_count > 1 and membership.process is None and settings.control
     ):
         control = open_control(
             membership, job, env, log, timeout=ctx.timeout, decisive_task=the_plan.decisive_task
         )
+    elif control is not None:
+        control.decisive_task = the_plan.decisive_task
 
     # The node's lowest-rank task names its uploads; rank 0's node owns outputs/.
     primary = min(the_plan.tasks, key=lambda t: t.rank) if the_plan.tasks else None
-    syncer = _start_syncer(env, run_id, primary, workdir, log)
-    records: dict[str, dict[str, Any]] = {}
-    log_dir = workdir / "logs"
+    recorder = TaskRecorder(
+        run_id,
+        primary.name if primary else None,
+        primary is not None and primary.rank == 0,
+        workdir,
+        log,
+        upload_to=settings.upload_to,
+        store_env=env,
+    )
 
-    def on_status(task: Task, status: str, code: int | None, tail: list[str]) -> None:
-        rec = records.get(task.name) or runrecord.new_record(
-            run_id, task.name, task.role, task.rank
+    def on_status(task: Task, status: str, code: int | None, tail: list[str], reason: str) -> None:
+        recorder.status(
+            task.name, task.role, task.rank, status, exit_code=code,
+            stderr_tail="\n".join(tail) if status == runrecord.FAILED else None,
+            reason=reason or None,
         )
-        if status != rec["status"]:
-            rec = runrecord.transition(
-                rec,
-                status,
-                exit_code=code,
-                stderr_tail="\n".join(tail) if status == "Failed" else None,
-            )
-        records[task.name] = rec
-        if syncer is not None:
-            syncer.publish_record(rec)  # also keeps the local copy
-        else:
-            runrecord.write_record(rec, runrecord.local_record_path(workdir, task.name))
+
+    def on_lost(node_rank: int | None, reason: str) -> None:
+        # One survivor writes the lost node's records: rank 0, or rank 1 if 0 is the lost one.
+        if node_rank is None or membership.node_rank != (1 if node_rank == 0 else 0):
+            return
+        recorder.lost(node_tasks(membership, job, settings, node_rank), f"lost: {reason}")
 
     supervisor = Supervisor(
         [_device_env(t, gpus) for t in the_plan.tasks],
         lambda task: entry_command(job.entry_script, python, argv),
         {**os.environ, **dict(env), **dict(job.environment), "TFBUILD_RUN_ID": run_id},
         workdir,
-        log_dir,
+        workdir / "logs",
         decisive_task=the_plan.decisive_task,
         servers_only=the_plan.servers_only,
-        grace=float(env.get("TFBUILD_GRACE_SECONDS", DEFAULT_GRACE)),
+        grace=settings.grace,
         control=control,
         on_status=on_status,
+        on_lost=on_lost,
         log=log,
     )
     supervisor.install_signal_handlers()
@@ -167,31 +178,8 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
         outcome = supervisor.run()
     finally:
         if control is not None:
-            control.close()
-        if syncer is not None:
-            report = syncer.close()
-            if report.missing:
-                log(
-                    f"{len(report.missing)} file(s) could not be uploaded; they stay in "
-                    f"{workdir} and are listed in the run record"
-                )
-    if outcome.status != "Completed":
+            control.close(stop=supervisor.stop_requested)
+        recorder.close()
+    if outcome.status != runrecord.COMPLETED:
         log(f"job {outcome.status.lower()}: {outcome.reason}")
     return outcome.exit_code
-
-
-def _start_syncer(
-    env: Mapping[str, str],
-    run_id: str,
-    primary: Task | None,
-    workdir: Path,
-    log: Any,
-) -> Any:
-    dest = env.get("TFBUILD_UPLOAD_TO")
-    if not dest or primary is None:
-        return None
-    from .sync.syncer import Syncer
-
-    syncer = Syncer(dest, run_id, primary.name, primary.rank == 0, workdir, log=log, env=env)
-    syncer.start()
-    return syncer

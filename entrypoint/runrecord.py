@@ -71,6 +71,7 @@ def new_record(
         "start_time": None,
         "end_time": None,
         "stderr_tail": "",
+        "reason": "",
         "missing_uploads": [],
     }
 
@@ -81,9 +82,13 @@ def transition(
     *,
     exit_code: int | None = None,
     stderr_tail: str | None = None,
+    reason: str | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The record moved on to `status`; raises ValueError for a move the lifecycle forbids.
+
+    `reason` says why in words (for Failed and Canceled: what ended it, naming the task
+    or node; `tfbuild runs show` displays it).
 
     Queued -> Running | Failed | Canceled; Running -> Completed | Failed | Canceled;
     final statuses never change. Completed means exit code 0.
@@ -109,6 +114,8 @@ def transition(
         out["exit_code"] = 0 if status == COMPLETED else exit_code
     if stderr_tail is not None:
         out["stderr_tail"] = stderr_tail[-STDERR_TAIL_CHARS:]
+    if reason is not None:
+        out["reason"] = reason
     return out
 
 

@@ -22,10 +22,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .discovery.membership import Membership
 from .errors import TopologyError
 from .hostlist import is_placeholder, join_host_port, split_host_port
 from .jobspec import JobSpec
-from .membership import Membership
 
 TF_ROLES = ("chief", "worker", "ps")
 TF_CONFIG_ORDER = ("chief", "master", "worker", "ps")

@@ -14,9 +14,9 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import DiscoveryError
-from ..membership import Membership
 from . import dns, explicit, kubernetes, mpi, single, slurm, tf_config
 from .context import DiscoveryContext
+from .membership import Membership
 
 Source = Callable[[DiscoveryContext], "Membership | None"]
 

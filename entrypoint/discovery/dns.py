@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from ..errors import DiscoveryError, DiscoveryTimeout
 from ..hostlist import sort_addresses
-from ..membership import Membership
 from .context import DiscoveryContext
+from .membership import Membership
 
 NAME = "dns"
 LOOKS_FOR = "TFBUILD_DNS_NAME=<network alias or headless Service>"

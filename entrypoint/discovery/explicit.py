@@ -16,10 +16,10 @@ import ipaddress
 
 from ..errors import DiscoveryError
 from ..hostlist import expand_hostlist, parse_hostfile
-from ..membership import Membership
 from . import mpi
 from .context import DiscoveryContext
 from .envvars import read_int
+from .membership import Membership
 from .selfmatch import own_positions
 
 NAME = "explicit"

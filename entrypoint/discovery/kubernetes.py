@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from ..errors import DiscoveryError
 from ..hostlist import parse_hostfile
-from ..membership import Membership
 from .context import DiscoveryContext
 from .envvars import read_int
+from .membership import Membership
 from .selfmatch import own_positions
 
 NAME = "kubernetes"

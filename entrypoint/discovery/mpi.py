@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from ..errors import DiscoveryError
 from ..hostlist import parse_hostfile, placeholder_host
 from ..jobspec import JobSpec
-from ..membership import Membership, ProcessIdentity
 from . import slurm
 from .context import DiscoveryContext
 from .envvars import first_set, read_int
+from .membership import Membership, ProcessIdentity
 from .selfmatch import own_positions
 
 NAME = "mpi"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..membership import Membership
 from .context import DiscoveryContext
+from .membership import Membership
 
 NAME = "single"
 LOOKS_FOR = "node_count 1 (nothing to discover)"

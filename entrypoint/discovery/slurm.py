@@ -19,9 +19,9 @@ from collections.abc import Callable, Mapping
 
 from ..errors import DiscoveryError
 from ..hostlist import expand_hostlist, expand_tasks_per_node
-from ..membership import Membership, ProcessIdentity
 from .context import DiscoveryContext
 from .envvars import first_set, read_int
+from .membership import Membership, ProcessIdentity
 from .selfmatch import own_positions
 
 NAME = "slurm"

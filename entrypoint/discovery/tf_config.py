@@ -17,8 +17,8 @@ from typing import Any
 
 from ..errors import DiscoveryError
 from ..hostlist import split_host_port
-from ..membership import Membership
 from .context import DiscoveryContext
+from .membership import Membership
 
 NAME = "tf_config"
 LOOKS_FOR = "TF_CONFIG with a cluster and a task (Kubeflow TFJob, Azure ML)"

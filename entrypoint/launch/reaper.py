@@ -10,7 +10,11 @@ from __future__ import annotations
 import os
 import signal
 
-from .supervisor import exit_code_of
+
+def exit_code_of(waitstatus: int) -> int:
+    """Shell convention: 128+N for a child killed by signal N."""
+    code = os.waitstatus_to_exitcode(waitstatus)
+    return 128 - code if code < 0 else code
 
 
 class Reaper:
@@ -23,6 +27,10 @@ class Reaper:
             signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
+        self.note(signum)
+
+    def note(self, signum: int) -> None:
+        """Record a stop request as if the signal had arrived (the first one counts)."""
         if self.signal is None:
             self.signal = signum
 

@@ -20,8 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..runrecord import CANCELED, COMPLETED, FAILED, RUNNING
 from ..topology import Task
 from .output import OutputPump
+from .reaper import Reaper, exit_code_of
+
+__all__ = ["Control", "Outcome", "Supervisor", "exit_code_of"]
 
 POLL_INTERVAL = 0.1
 
@@ -46,15 +50,9 @@ class Child:
 @dataclass
 class Outcome:
     exit_code: int
-    status: str  # Completed, Failed, Canceled
+    status: str  # runrecord.COMPLETED, FAILED or CANCELED
     reason: str = ""
     task_codes: dict[str, int] = field(default_factory=dict)
-
-
-def exit_code_of(waitstatus: int) -> int:
-    """Shell convention: 128+N for a child killed by signal N."""
-    code = os.waitstatus_to_exitcode(waitstatus)
-    return 128 - code if code < 0 else code
 
 
 class Supervisor:
@@ -70,7 +68,8 @@ class Supervisor:
         servers_only: Sequence[str] = (),
         grace: float = 30.0,
         control: Control | None = None,
-        on_status: Callable[[Task, str, int | None, list[str]], None] | None = None,
+        on_status: Callable[[Task, str, int | None, list[str], str], None] | None = None,
+        on_lost: Callable[[int | None, str], None] | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
         self.tasks = list(tasks)
@@ -83,20 +82,23 @@ class Supervisor:
         self.grace = grace
         self.control = control
         self.on_status = on_status or (lambda *a: None)
+        self.on_lost = on_lost or (lambda *a: None)
         self.log = log
         self.children: dict[int, Child] = {}
-        self._signal: int | None = None
+        self._reaper = Reaper()
         self._kill_at: float | None = None
         self._outcome: Outcome | None = None
 
     # -- signals -------------------------------------------------------------
     def install_signal_handlers(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
+        self._reaper.install()
 
     def _on_signal(self, signum: int, _frame: object) -> None:
-        if self._signal is None:
-            self._signal = signum
+        self._reaper.note(signum)
+
+    @property
+    def _signal(self) -> int | None:
+        return self._reaper.signal
 
     # -- lifecycle -----------------------------------------------------------
     def run(self) -> Outcome:
@@ -129,39 +131,47 @@ class Supervisor:
         pump = OutputPump(task.name, self.log_dir / f"{task.name}.log", prefix)
         pump.attach(proc.stdout, proc.stderr)  # type: ignore[arg-type]
         self.children[proc.pid] = Child(task, proc, pump)
-        self.on_status(task, "Running", None, [])
+        self.on_status(task, RUNNING, None, [], "")
 
     def _running(self) -> bool:
         return any(c.exit_code is None for c in self.children.values())
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, code in self._reaper.reap():
             child = self.children.get(pid)
             if child is None:
                 continue  # an orphan re-parented to us (PID 1): reaped, nothing to do
-            child.exit_code = exit_code_of(status)
-            child.proc.returncode = child.exit_code
+            child.exit_code = code
+            child.proc.returncode = code
             self._on_exit(child)
+
+    def stop_requested(self) -> bool:
+        """A user or the scheduler asked this agent to stop (SIGTERM/SIGINT)."""
+        return self._signal is not None
 
     def _on_exit(self, child: Child) -> None:
         name, code = child.task.name, child.exit_code or 0
+        reason = ""
         if self._signal is not None:
-            status = "Canceled"
+            status = CANCELED
+            reason = f"stopped by {signal.Signals(self._signal).name}"
         elif child.stopped_by_agent:
-            # A server stopped after the job succeeded has done its part; anything
-            # stopped because of a failure elsewhere was canceled.
-            success = self._outcome is not None and self._outcome.status == "Completed"
-            status, code = ("Completed", 0) if success else ("Canceled", code)
+            # A server stopped after the job succeeded has done its part; a task stopped
+            # because of a failure elsewhere failed with the job (Canceled is only for a
+            # job a user or the scheduler stopped).
+            success = self._outcome is not None and self._outcome.status == COMPLETED
+            if success:
+                status, code = COMPLETED, 0
+            else:
+                status = FAILED
+                why = self._outcome.reason if self._outcome is not None else "the job failed"
+                reason = f"stopped by the agent: {why}"
         else:
-            status = "Completed" if code == 0 else "Failed"
+            status = COMPLETED if code == 0 else FAILED
+            if code != 0:
+                reason = f"task {name} failed with exit code {code}"
         try:
-            self.on_status(child.task, status, code, list(child.pump.stderr_tail))
+            self.on_status(child.task, status, code, list(child.pump.stderr_tail), reason)
         except Exception as e:  # a status hook must never take the job down
             self.log(f"could not record {name} {status}: {e}")
         self._report(name, status, code)
@@ -169,10 +179,10 @@ class Supervisor:
             return
         if code != 0:
             self.log(f"task {name} failed with exit code {code}; stopping the job")
-            self._decide(Outcome(code, "Failed", f"task {name} failed with exit code {code}"))
+            self._decide(Outcome(code, FAILED, f"task {name} failed with exit code {code}"))
             self._stop(lambda c: True)
         elif name == self.decisive_task:
-            self._decide(Outcome(0, "Completed", f"{name} completed"))
+            self._decide(Outcome(0, COMPLETED, f"{name} completed"))
             if self.servers_only:
                 servers = ", ".join(sorted(self.servers_only))
                 self.log(f"{name} completed: stopping the servers ({servers})")
@@ -198,14 +208,19 @@ class Supervisor:
         kind = getattr(event, "kind", None)
         message = getattr(event, "message", str(event))
         if kind == "finished":
-            self._decide(Outcome(0, "Completed", message))
+            self._decide(Outcome(0, COMPLETED, message))
             self._stop(lambda c: c.task.name in self.servers_only)
         elif getattr(event, "ends_job", False) and self._outcome is None:
             # failed, lost, server_lost: after the job succeeded these are expected
             # (the other nodes are leaving); before, they end it.
             self.log(f"{message}; stopping this node's tasks")
-            self._decide(Outcome(1, "Failed", message))
+            self._decide(Outcome(1, FAILED, message))
             self._stop(lambda c: True)
+            if kind == "lost":
+                try:
+                    self.on_lost(getattr(event, "rank", None), message)
+                except Exception as e:  # a record hook must never take the job down
+                    self.log(f"could not record the lost node: {e}")
 
     def _stop(self, which: Callable[[Child], bool], sig: int = signal.SIGTERM) -> None:
         for child in self.children.values():
@@ -237,12 +252,12 @@ class Supervisor:
     def _final_outcome(self) -> Outcome:
         codes = {c.task.name: c.exit_code or 0 for c in self.children.values()}
         if self._signal is not None:
-            return Outcome(128 + self._signal, "Canceled", "stopped by signal", codes)
+            return Outcome(128 + self._signal, CANCELED, "stopped by signal", codes)
         if self._outcome is not None:
             self._outcome.task_codes = codes
             return self._outcome
         worst = max(codes.values(), default=0)
-        return Outcome(worst, "Completed" if worst == 0 else "Failed", "", codes)
+        return Outcome(worst, COMPLETED if worst == 0 else FAILED, "", codes)
 
 
 def _killpg(pid: int, sig: int) -> None:

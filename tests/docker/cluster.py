@@ -10,6 +10,9 @@ import time
 
 import docker
 
+NETWORK_REMOVE_BOUND = 30.0
+"""Seconds to keep retrying the network's removal after its containers are gone."""
+
 
 class Cluster:
     def __init__(self, client: docker.DockerClient, image: str, prefix: str = "tfb-test") -> None:
@@ -59,4 +62,16 @@ class Cluster:
         for c in self.containers:
             with contextlib.suppress(docker.errors.NotFound):
                 c.remove(force=True)
-        self.network.remove()
+        # The engine may still be detaching the removed containers' endpoints ("has
+        # active endpoints"): retry for a bounded while instead of leaving the network.
+        deadline = time.monotonic() + NETWORK_REMOVE_BOUND
+        while True:
+            try:
+                self.network.remove()
+                return
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)

@@ -85,7 +85,7 @@ def test_sigterm_reaches_the_script_and_the_exit_code_is_143(docker_client, prob
 
 def test_kill_9_of_one_node_makes_the_others_fail_within_the_bound(cluster):
     env = {"TFBUILD_HOSTS": ",".join(cluster.host(i) for i in range(3)),
-           "TFBUILD_JOB_TOKEN": "k9", "TFBUILD_HEARTBEAT_SECONDS": "1"}
+           "TFBUILD_JOB_TOKEN": "k9", "TFBUILD_HEARTBEAT_INTERVAL": "1"}
     cluster.start(3, lambda i: {**env, "TFBUILD_NODE_RANK": str(i)},
                   command=["--mode", "wait", "--seconds", "300"])
     deadline = time.monotonic() + 90

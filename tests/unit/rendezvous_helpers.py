@@ -7,9 +7,9 @@ import socket
 import threading
 import time
 
-from tfbuild_agent.control import ControlChannel, Event
-from tfbuild_agent.rendezvous import join_rendezvous
-from tfbuild_agent.rendezvous_config import ChannelSettings
+from tfbuild_agent.control.channel import ControlChannel, Event
+from tfbuild_agent.control.client import join_rendezvous
+from tfbuild_agent.control.config import ChannelSettings
 
 HB = {"heartbeat_interval": 0.2, "heartbeat_misses": 3}  # loss bound 0.6 s
 TOKEN = f"job-token-{random.getrandbits(64):x}"

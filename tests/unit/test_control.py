@@ -18,17 +18,18 @@ import time
 import pytest
 from rendezvous_helpers import HB, TOKEN, Logs, close_all, collect, form, free_port, settings
 
-from tfbuild_agent.control import ControlChannel
-from tfbuild_agent.errors import DiscoveryTimeout
-from tfbuild_agent.jobspec import JobSpec
-from tfbuild_agent.membership import Membership
-from tfbuild_agent.rendezvous import join_rendezvous, open_control
-from tfbuild_agent.rendezvous_wire import (
+from tfbuild_agent.control.channel import ControlChannel
+from tfbuild_agent.control.client import join_rendezvous
+from tfbuild_agent.control.source import open_control
+from tfbuild_agent.control.wire import (
     PROTOCOL,
     LineSocket,
     join_mac,
     new_nonce,
 )
+from tfbuild_agent.discovery.membership import Membership
+from tfbuild_agent.errors import DiscoveryTimeout
+from tfbuild_agent.jobspec import JobSpec
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,8 +39,8 @@ SLACK = 1.0  # scheduling on a shared 2-core machine
 NODE_SCRIPT = textwrap.dedent(
     """
     import sys
-    from tfbuild_agent.rendezvous import join_rendezvous
-    from tfbuild_agent.rendezvous_config import ChannelSettings
+    from tfbuild_agent.control.client import join_rendezvous
+    from tfbuild_agent.control.config import ChannelSettings
 
     port, identity, n, serve = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
     s = ChannelSettings(host="127.0.0.1", port=port, node_count=n, identity=identity,

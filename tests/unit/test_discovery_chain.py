@@ -4,8 +4,8 @@ import pytest
 from discovery_fakes import make_ctx
 
 from tfbuild_agent.discovery import chain
+from tfbuild_agent.discovery.membership import Membership
 from tfbuild_agent.errors import DiscoveryError
-from tfbuild_agent.membership import Membership
 
 TF_CONFIG = json.dumps(
     {"cluster": {"worker": ["w0:2222", "w1:2222"]}, "task": {"type": "worker", "index": 1}}

@@ -2,8 +2,8 @@ import pytest
 from discovery_fakes import make_ctx
 
 from tfbuild_agent.discovery import explicit
+from tfbuild_agent.discovery.membership import ProcessIdentity
 from tfbuild_agent.errors import DiscoveryError
-from tfbuild_agent.membership import ProcessIdentity
 
 
 def test_not_applicable_without_variables():

@@ -2,9 +2,9 @@ import pytest
 from discovery_fakes import make_ctx
 
 from tfbuild_agent.discovery import mpi
+from tfbuild_agent.discovery.membership import ProcessIdentity
 from tfbuild_agent.errors import DiscoveryError
 from tfbuild_agent.hostlist import is_placeholder
-from tfbuild_agent.membership import ProcessIdentity
 
 # What Open MPI 4.1 exports to rank 5 of `mpirun -np 8 -H node-a:4,node-b:4 ...`.
 OPEN_MPI_RANK5 = {

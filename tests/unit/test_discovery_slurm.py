@@ -2,8 +2,8 @@ import pytest
 from discovery_fakes import make_ctx
 
 from tfbuild_agent.discovery import slurm
+from tfbuild_agent.discovery.membership import ProcessIdentity
 from tfbuild_agent.errors import DiscoveryError
-from tfbuild_agent.membership import ProcessIdentity
 
 # sbatch -N5 ... then `srun -N4 -n7 ...`: what slurmd exports to task 3 (on gpu02).
 # The allocation has five nodes, the step four; the step's values must win.

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tfbuild_agent.launch.mpi_channel import (
+from tfbuild_agent.control.wire import LineReader, LineSocket
+from tfbuild_agent.launch.mpi.channel import (
     JobResult,
     LaunchRefused,
     ping,
     remote_exec,
     send_result,
 )
-from tfbuild_agent.launch.mpi_server import LaunchServer
-from tfbuild_agent.rendezvous_wire import LineReader, LineSocket
+from tfbuild_agent.launch.mpi.server import LaunchServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -153,7 +153,7 @@ def test_a_second_launch_is_refused(serve) -> None:
 def test_the_daemon_is_stopped_when_the_launching_side_goes_away(serve) -> None:
     server, logs = serve(programs=("sleep",))
     reaper = reap_daemon(server)
-    from tfbuild_agent.launch import mpi_channel
+    from tfbuild_agent.launch.mpi import channel as mpi_channel
 
     inbox, _ = mpi_channel._open("127.0.0.1", server.port, TOKEN, "exec",
                                  {"command": ["sleep", "60"]}, 5)

@@ -9,14 +9,14 @@ import pytest
 
 from tfbuild_agent.errors import ConfigError
 from tfbuild_agent.jobspec import JobSpec
-from tfbuild_agent.launch.mpi_command import (
+from tfbuild_agent.launch.mpi.command import (
     describe_failure,
     exported_names,
     mpi_settings,
     mpirun_argv,
     rsh_agent_value,
 )
-from tfbuild_agent.launch.mpi_rank import rank_environment
+from tfbuild_agent.launch.mpi.rank import rank_environment
 
 JOB = JobSpec(distributed_backend="mpi", node_count=2, process_count_per_node=2)
 
@@ -177,7 +177,7 @@ def test_rank_boot_writes_whole_lines_and_runs_the_script_as_python_would(tmp_pa
     import subprocess
     import sys
 
-    from tfbuild_agent.launch.mpi_rank import RANK_BOOT, line_buffered
+    from tfbuild_agent.launch.mpi.rank import RANK_BOOT, line_buffered
 
     script = tmp_path / "sub" / "train.py"
     script.parent.mkdir()
@@ -198,7 +198,7 @@ def test_rank_boot_writes_whole_lines_and_runs_the_script_as_python_would(tmp_pa
 
 
 def test_line_buffered_leaves_other_commands_alone() -> None:
-    from tfbuild_agent.launch.mpi_rank import line_buffered
+    from tfbuild_agent.launch.mpi.rank import line_buffered
 
     assert line_buffered(["/bin/bash", "run.sh"], "/py") == ["/bin/bash", "run.sh"]
 
@@ -210,7 +210,7 @@ def test_a_failing_rank_leaves_without_waiting_in_exit_handlers(tmp_path, ending
     import sys
     import time
 
-    from tfbuild_agent.launch.mpi_rank import RANK_BOOT
+    from tfbuild_agent.launch.mpi.rank import RANK_BOOT
 
     script = tmp_path / "train.py"
     script.write_text(
@@ -232,7 +232,7 @@ def test_a_rank_that_completes_still_runs_its_exit_handlers(tmp_path) -> None:
     import subprocess
     import sys
 
-    from tfbuild_agent.launch.mpi_rank import RANK_BOOT
+    from tfbuild_agent.launch.mpi.rank import RANK_BOOT
 
     script = tmp_path / "train.py"
     script.write_text("import atexit\natexit.register(print, 'finalized')\n")

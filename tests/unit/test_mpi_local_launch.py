@@ -119,7 +119,7 @@ def test_a_failing_rank_aborts_the_job_on_every_node(tmp_path: Path) -> None:
     assert verdict in out0 and verdict in out1, out0 + out1
     assert "RuntimeError: rank 3 fails on purpose" in out0
     assert max(t0, t1) < 30, (t0, t1)  # the other ranks would sleep 60 s
-    record = json.loads((tmp_path / "node0" / "logs" / "run.mpirun.json").read_text())
+    record = json.loads((tmp_path / "node0" / "logs" / ".tfbuild" / "run-mpirun.json").read_text())
     assert record["status"] == "Failed" and record["exit_code"] == code0
 
 

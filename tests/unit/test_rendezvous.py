@@ -15,13 +15,15 @@ from types import SimpleNamespace
 import pytest
 from rendezvous_helpers import TOKEN, Logs, close_all, collect, form, free_port, settings
 
-from tfbuild_agent.control import ControlChannel
+from tfbuild_agent.control import handshake
+from tfbuild_agent.control.channel import ControlChannel
+from tfbuild_agent.control.client import join_rendezvous
+from tfbuild_agent.control.config import parse_address, settings_from_env
+from tfbuild_agent.control.source import RendezvousSource, open_control
+from tfbuild_agent.control.wire import PROTOCOL, LineSocket, encode, new_nonce
+from tfbuild_agent.discovery.membership import Membership
 from tfbuild_agent.errors import ConfigError, DiscoveryError, DiscoveryTimeout, RendezvousAuthError
 from tfbuild_agent.jobspec import JobSpec
-from tfbuild_agent.membership import Membership
-from tfbuild_agent.rendezvous import join_rendezvous, open_control, rendezvous_source
-from tfbuild_agent.rendezvous_config import parse_address, settings_from_env
-from tfbuild_agent.rendezvous_wire import PROTOCOL, LineSocket, accept_mac, encode, new_nonce
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -115,10 +117,11 @@ def test_advertised_addresses_become_the_hosts_in_rank_order() -> None:
         close_all(channels)
 
 
-def test_rendezvous_source_reads_the_environment_and_hands_its_channel_to_open_control() -> None:
+def test_rendezvous_source_reads_the_environment_and_keeps_its_channel_for_open_control() -> None:
     port, log = free_port(), Logs()
     job = JobSpec(node_count=2, control_port=port)
     found: dict[str, Membership | None] = {}
+    sources = {"n0": RendezvousSource(), "n1": RendezvousSource()}
 
     def run(node_id: str) -> None:
         env = {
@@ -136,7 +139,7 @@ def test_rendezvous_source_reads_the_environment_and_hands_its_channel_to_open_c
             sleep=time.sleep,
             monotonic=time.monotonic,
         )
-        found[node_id] = rendezvous_source(ctx)
+        found[node_id] = sources[node_id](ctx)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in ("n1", "n0")]
     for t in threads:
@@ -147,11 +150,13 @@ def test_rendezvous_source_reads_the_environment_and_hands_its_channel_to_open_c
     assert m0 is not None and m1 is not None
     assert (m0.node_rank, m1.node_rank) == (0, 1)
     assert dict(m0.evidence)["TFBUILD_RENDEZVOUS"] == f"127.0.0.1:{port}"
-    c0 = open_control(m0, job, {}, log, timeout=1, decisive_task="worker-0")
-    c1 = open_control(m1, job, {}, log, timeout=1, decisive_task="worker-0")
+    c0 = open_control(m0, job, {}, log, timeout=1, decisive_task="worker-0",
+                      formed=sources["n0"].channel)
+    c1 = open_control(m1, job, {}, log, timeout=1, decisive_task="worker-0",
+                      formed=sources["n1"].channel)
     try:
         assert c0.membership is m0 and c1.membership is m1
-        with pytest.raises(DiscoveryError, match="open_control was called twice"):
+        with pytest.raises(DiscoveryError, match="needs the channel its join opened"):
             open_control(m0, job, {}, log, timeout=1)
         c0.report("worker-0", "Completed", 0)
         event = c1.next_event(5)
@@ -162,7 +167,7 @@ def test_rendezvous_source_reads_the_environment_and_hands_its_channel_to_open_c
 
 def test_rendezvous_source_does_not_apply_without_the_variable() -> None:
     ctx = SimpleNamespace(env={}, job=JobSpec(node_count=3), hostname="h", timeout=1.0)
-    assert rendezvous_source(ctx) is None
+    assert RendezvousSource()(ctx) is None
 
 
 # -- restarts --------------------------------------------------------------------------
@@ -310,16 +315,19 @@ def test_messages_that_arrive_in_one_read_are_all_handled() -> None:
         nonce = new_nonce()
         link.send({"type": "challenge", "protocol": PROTOCOL, "nonce": nonce}, 2)
         join = link.receive(2)[0]
+        accepted, session = handshake.accepted(TOKEN, PROTOCOL, nonce, join)
         together = [
-            {"type": "accepted", "mac": accept_mac(TOKEN, nonce, join["nonce"])},
-            {"type": "formed", "rank": 1, "hosts": ["h0", "h1"], "identities": ["a", "b"]},
-            {
+            accepted,
+            session.seal(
+                {"type": "formed", "rank": 1, "hosts": ["h0", "h1"], "identities": ["a", "b"]}
+            ),
+            session.seal({
                 "type": "event",
                 "kind": "failed",
                 "task": "worker-0",
                 "exit_code": 2,
                 "message": "task worker-0 failed",
-            },
+            }),
         ]
         conn.sendall(b"".join(encode(m) for m in together))
         link.receive(2)  # the client's goodbye
@@ -357,7 +365,7 @@ def test_the_rendezvous_source_refuses_a_tokenless_multi_node_job() -> None:
         env={"TFBUILD_RENDEZVOUS": "127.0.0.1:1"}, job=JobSpec(node_count=2), hostname="h"
     )
     with pytest.raises(ConfigError, match="TFBUILD_TRUST_NETWORK=1"):
-        rendezvous_source(ctx)
+        RendezvousSource()(ctx)
 
 
 def test_trusted_nodes_form_without_a_token() -> None:

@@ -79,3 +79,55 @@ def test_sigterm_mid_run_uploads_every_file_written_before_it(tmp_path):
         assert (out / f"ckpt-{i}.bin").stat().st_size == 1000 * (i + 1)
     record = json.loads((tmp_path / "store" / "run-term" / "run.json").read_text())
     assert record["status"] == "Canceled"
+
+
+def test_kill_9_of_node_1_fails_the_job_and_closes_every_record(tmp_path):
+    """Two agents on this host (explicit discovery, a real control channel); node 1's agent
+    and its task are killed with -9 mid-run. Node 0 ends Failed, not Canceled, naming the
+    lost node, and closes node 1's task record too (issue 11)."""
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    agents, works = [], []
+    for rank in range(2):
+        work = tmp_path / f"node{rank}"
+        work.mkdir()
+        (work / "train.py").write_text("import time\nprint('started', flush=True)\n"
+                                       "time.sleep(120)\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TFBUILD_", "TF_"))}
+        env.update({"TFBUILD_ENTRY_SCRIPT": "train.py", "TFBUILD_RUN_ID": "run-k9",
+                    "TFBUILD_HOSTS": "127.0.0.1,127.0.0.1", "TFBUILD_NODE_RANK": str(rank),
+                    "TFBUILD_NODES": "2", "TFBUILD_BACKEND": "multiworker",
+                    "TFBUILD_NODE_ID": f"n{rank}", "TFBUILD_JOB_TOKEN": "k9-token",
+                    "TFBUILD_CONTROL_PORT": str(port), "TFBUILD_PORT": str(port + 10)})
+        agents.append(subprocess.Popen(
+            [sys.executable, "-m", "tfbuild_agent", "run"], cwd=work, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True))  # its own group: -9 takes the agent and its task
+        works.append(work)
+    try:
+        for agent in agents:
+            for line in agent.stdout:
+                if "started" in line:
+                    break
+        os.killpg(agents[1].pid, signal.SIGKILL)
+        killed = time.monotonic()
+        code = agents[0].wait(timeout=60)
+        stderr = agents[0].stderr.read()
+        assert code == 1, stderr
+        assert time.monotonic() - killed < 30
+        records = works[0] / "logs" / ".tfbuild"
+        mine = json.loads((records / "run-worker-0.json").read_text())
+        assert mine["status"] == "Failed", mine
+        assert "node n1 (rank 1) lost" in mine["reason"]
+        theirs = json.loads((records / "run-worker-1.json").read_text())
+        assert theirs["status"] == "Failed" and theirs["reason"].startswith("lost: node n1")
+    finally:
+        for agent in agents:
+            if agent.poll() is None:
+                os.killpg(agent.pid, signal.SIGKILL)
+            agent.wait()

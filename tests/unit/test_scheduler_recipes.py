@@ -20,8 +20,8 @@ from helpers import REPO
 
 from tfbuild_agent.discovery.chain import discover
 from tfbuild_agent.discovery.context import DiscoveryContext
+from tfbuild_agent.discovery.membership import Membership
 from tfbuild_agent.jobspec import JobSpec
-from tfbuild_agent.membership import Membership
 from tfbuild_agent.topology import plan
 
 DOC = REPO / "docs" / "schedulers.md"

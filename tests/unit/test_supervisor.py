@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 
-from tfbuild_agent.control import Event
+from tfbuild_agent.control.channel import Event
 from tfbuild_agent.launch.supervisor import Supervisor, exit_code_of
 from tfbuild_agent.topology import Task
 
@@ -29,7 +29,7 @@ def make(tmp_path, scripts, decisive=None, servers=(), grace=5.0, control=None):
         servers_only=servers,
         grace=grace,
         control=control,
-        on_status=lambda task, status, code, tail: statuses.append((task.name, status, code)),
+        on_status=lambda task, status, code, tail, _why: statuses.append((task.name, status, code)),
         log=lambda m: None,
     )
     return sup, statuses
@@ -126,3 +126,38 @@ def test_control_failure_event_stops_local_tasks(tmp_path):
     outcome = sup.run()
     assert outcome.exit_code != 0
     assert "worker-3" in outcome.reason
+
+
+def test_a_task_stopped_because_the_job_failed_elsewhere_is_failed_not_canceled(tmp_path):
+    """Canceled is for a job a user or the scheduler stopped; here a node was lost."""
+    import queue
+
+    class Lost:
+        def __init__(self):
+            self.events = queue.Queue()
+            self.events.put(Event(kind="lost", message="node b (rank 1) lost: it sent nothing",
+                                  identity="b", rank=1))
+
+        def report(self, task, status, exit_code):
+            pass
+
+        def next_event(self, timeout):
+            try:
+                return self.events.get(timeout=timeout)
+            except queue.Empty:
+                return None
+
+    tasks = [Task(role="worker", index=0, rank=0, local_rank=0)]
+    seen, lost = [], []
+    sup = Supervisor(
+        tasks, lambda t: [sys.executable, "-c", SLEEPER], dict(os.environ), tmp_path,
+        tmp_path / "logs", decisive_task="worker-0", grace=5.0, control=Lost(),
+        on_status=lambda task, status, code, tail, why: seen.append((status, why)),
+        on_lost=lambda rank, why: lost.append((rank, why)), log=lambda m: None,
+    )
+    outcome = sup.run()
+    assert outcome.status == "Failed" and outcome.exit_code == 1
+    assert "node b (rank 1) lost" in outcome.reason
+    status, why = seen[-1]
+    assert status == "Failed" and "node b (rank 1) lost" in why
+    assert lost == [(1, "node b (rank 1) lost: it sent nothing")]

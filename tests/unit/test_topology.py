@@ -11,10 +11,10 @@ import pytest
 from discovery_fakes import make_ctx
 
 from tfbuild_agent.discovery import slurm, tf_config
+from tfbuild_agent.discovery.membership import Membership, ProcessIdentity
 from tfbuild_agent.errors import TopologyError
 from tfbuild_agent.hostlist import placeholder_host
 from tfbuild_agent.jobspec import JobSpec
-from tfbuild_agent.membership import Membership, ProcessIdentity
 from tfbuild_agent.topology import mpi_rank_env, parse_placement, plan
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "topology"

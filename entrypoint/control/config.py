@@ -8,14 +8,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..settings import (
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_HEARTBEAT_MISSES,
+    parse_bool,
+    parse_float,
+    parse_int,
+)
 
-DEFAULT_HEARTBEAT_INTERVAL = 2.0
-DEFAULT_HEARTBEAT_MISSES = 3
 DEFAULT_PROGRESS_INTERVAL = 10.0
-
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def job_token(env: Mapping[str, str], node_count: int) -> str | None:
     token = env.get("TFBUILD_JOB_TOKEN", "")
     if token:
         return token
-    if node_count > 1 and not _flag(env, "TFBUILD_TRUST_NETWORK", default=False):
+    if node_count > 1 and not parse_bool(env, "TFBUILD_TRUST_NETWORK", False):
         raise ConfigError(
             f"this is a {node_count}-node job and TFBUILD_JOB_TOKEN is not set, so the agent "
             "refuses to start: set TFBUILD_JOB_TOKEN to the same secret on every node "
@@ -105,7 +107,7 @@ def settings_from_env(
     token = job_token(env, node_count)
     rank = node_rank
     if rank is None and env.get("TFBUILD_NODE_RANK", "") != "":
-        rank = _int(env, "TFBUILD_NODE_RANK", minimum=0)
+        rank = parse_int(env, "TFBUILD_NODE_RANK", 0, minimum=0)
     if rank is not None and rank >= node_count:
         raise ConfigError(
             f"node rank {rank} does not fit a {node_count}-node job; ranks run from 0 to "
@@ -113,15 +115,13 @@ def settings_from_env(
         )
     serve = None
     if env.get("TFBUILD_RENDEZVOUS_SERVE", "") != "":
-        serve = _flag(env, "TFBUILD_RENDEZVOUS_SERVE", default=False)
+        serve = parse_bool(env, "TFBUILD_RENDEZVOUS_SERVE", False)
     elif rank is not None:
         serve = rank == 0
-    interval = _float(env, "TFBUILD_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL)
-    misses = (
-        _int(env, "TFBUILD_HEARTBEAT_MISSES", minimum=1)
-        if env.get("TFBUILD_HEARTBEAT_MISSES", "")
-        else DEFAULT_HEARTBEAT_MISSES
+    interval = parse_float(
+        env, "TFBUILD_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL, positive=True
     )
+    misses = parse_int(env, "TFBUILD_HEARTBEAT_MISSES", DEFAULT_HEARTBEAT_MISSES, minimum=1)
     return ChannelSettings(
         host=host,
         port=port,
@@ -134,36 +134,3 @@ def settings_from_env(
         heartbeat_interval=interval,
         heartbeat_misses=misses,
     )
-
-
-def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
-    value = env.get(name, "").strip().lower()
-    if value == "":
-        return default
-    if value in TRUE_WORDS:
-        return True
-    if value in FALSE_WORDS:
-        return False
-    raise ConfigError(f"{name}={env[name]!r} is not a yes/no value; set it to 1 or 0")
-
-
-def _int(env: Mapping[str, str], name: str, *, minimum: int) -> int:
-    try:
-        value = int(env[name])
-    except ValueError:
-        raise ConfigError(f"{name}={env[name]!r} is not a whole number; fix or unset it") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value} must be at least {minimum}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    if env.get(name, "") == "":
-        return default
-    try:
-        value = float(env[name])
-    except ValueError:
-        raise ConfigError(f"{name}={env[name]!r} is not a number of seconds") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={value} must be more than 0 seconds")
-    return value

@@ -8,13 +8,12 @@ asks the agent on HOST to run CMD, whose output and exit code come back as if ov
 ssh. Node 0 also uses the channel to see that every agent is up (`ping`) and to tell
 them how the job ended (`send_result`).
 
-Wire: JSON lines (rendezvous_wire). The server opens with a challenge nonce; the
-client's `hello` carries its own nonce and an HMAC over the server's nonce and every
-field (op, command, ...) made with the job token (rendezvous_wire.join_mac); the
-server answers with its own proof (accept_mac). The token never crosses the wire, a
-captured hello cannot be replayed (fresh nonce per connection), and a wrong or
-missing MAC is refused and logged before anything runs. docs/mpi.md has the long
-version.
+Wire: JSON lines (control.wire) and the same handshake as the control channel
+(control.handshake): the client's `hello` carries an HMAC over the server's nonce and
+every field (op, command, ...) made with the job token; the server answers with its
+own proof; every later message is sealed with a sequence number and a MAC. The token
+never crosses the wire, a captured hello cannot be replayed, and a wrong or missing
+MAC is refused and logged before anything runs. docs/mpi.md has the long version.
 """
 
 from __future__ import annotations
@@ -27,15 +26,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DiscoveryError, RendezvousAuthError
-from ..rendezvous_wire import (
-    LineSocket,
-    ProtocolError,
-    accept_mac,
-    join_mac,
-    macs_equal,
-    new_nonce,
-)
+from ...control import handshake
+from ...control.wire import LineSocket, ProtocolError
+from ...errors import DiscoveryError, LaunchRefused
+
+__all__ = ["JobResult", "LaunchRefused", "ping", "remote_exec", "send_result"]
 
 PROTOCOL = "tfbuild-mpi-launch/1"
 OPS = ("ping", "exec", "result")
@@ -55,8 +50,6 @@ LOST_EXIT = 255
 """ssh's exit code when the connection, not the command, failed: mpirun knows it."""
 
 
-class LaunchRefused(RendezvousAuthError):
-    """The serving agent refused us (wrong token, or a request it does not serve)."""
 
 
 @dataclass(frozen=True)
@@ -108,23 +101,29 @@ def _open(
     inbox = Inbox(LineSocket(sock))
     try:
         deadline = time.monotonic() + bound
-        challenge = inbox.next(deadline, where)
-        if challenge.get("protocol") != PROTOCOL:
+        opening = inbox.next(deadline, where)
+        if opening.get("protocol") != PROTOCOL:
             raise DiscoveryError(
-                f"{where} speaks {challenge.get('protocol')!r}, this node {PROTOCOL!r}; "
+                f"{where} speaks {opening.get('protocol')!r}, this node {PROTOCOL!r}; "
                 "use the same tfbuild version on every node"
             )
-        fields = {"protocol": PROTOCOL, "op": op, "nonce": new_nonce(),
-                  "from": socket.gethostname(), **extra}
-        mac = join_mac(token, str(challenge.get("nonce")), fields)
-        inbox.link.send({"type": "hello", **fields, "mac": mac}, bound)
+        greeting = handshake.hello(
+            token, "hello", opening, {"protocol": PROTOCOL, "op": op,
+                                      "from": socket.gethostname(), **extra}
+        )
+        inbox.link.send(greeting.message, bound)
+        inbox.link.secure(
+            greeting.session(token, PROTOCOL),
+            lambda m, why: print(f"mpi-rsh: ignored a {m.get('type')!r} message from {where} "
+                                 f"that failed authentication: {why}", file=sys.stderr),
+            answer_pending=True,
+        )
         answer = inbox.next(deadline, where)
         if answer["type"] == "refused":
             raise LaunchRefused(
                 f"{where} refused the MPI {op}: {answer.get('reason')}; {answer.get('fix')}"
             )
-        expected = accept_mac(token, str(challenge.get("nonce")), fields["nonce"])
-        if answer["type"] != "accepted" or not macs_equal(answer.get("mac"), expected):
+        if not greeting.accepted_by_token_holder(token, answer):
             raise LaunchRefused(
                 f"{where} could not prove it holds the job token: it is not this job's agent "
                 "or its TFBUILD_JOB_TOKEN differs; check the host list and TFBUILD_JOB_TOKEN"

@@ -15,19 +15,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..errors import DiscoveryError
-from ..rendezvous_wire import (
+from ...control import handshake
+from ...control.wire import (
     MAX_LINE,
     MAX_UNAUTHENTICATED_LINE,
     LineReader,
     LineSocket,
     ProtocolError,
-    accept_mac,
-    join_mac,
-    macs_equal,
-    new_nonce,
+    Session,
 )
-from .mpi_channel import (
+from ...errors import DiscoveryError
+from .channel import (
     DAEMONS,
     HANDSHAKE_BOUND,
     HEARTBEAT_INTERVAL,
@@ -152,21 +150,13 @@ class LaunchServer:
             self._slots.release()
 
     def _handshake(self, link: LineSocket, peer: str) -> tuple[dict[str, Any] | None, str]:
-        nonce = new_nonce()
-        link.send({"type": "challenge", "protocol": PROTOCOL, "nonce": nonce}, HANDSHAKE_BOUND)
+        opening, nonce = handshake.challenge(PROTOCOL)
+        link.send(opening, HANDSHAKE_BOUND)
         hello = Inbox(link).next(time.monotonic() + HANDSHAKE_BOUND, f"peer {peer}")
-        fields = {k: v for k, v in hello.items() if k not in ("type", "mac")}
-        op = fields.get("op")
-        if hello["type"] != "hello" or fields.get("protocol") != PROTOCOL:
-            self._refuse(link, peer, op, "protocol", f"it does not speak {PROTOCOL}",
-                         "use the same tfbuild version on every node")
-            return None, nonce
-        if not macs_equal(hello.get("mac"), join_mac(self.token, nonce, fields)):
-            what = "no credential" if "mac" not in hello else "a wrong job token"
-            self._refuse(link, peer, op, "bad_token",
-                         f"it presented {what} (its MAC does not match this node's "
-                         "TFBUILD_JOB_TOKEN)",
-                         "give every node of the job the same TFBUILD_JOB_TOKEN")
+        op = hello.get("op")
+        checked = handshake.check_hello(self.token, PROTOCOL, "hello", nonce, hello)
+        if checked.fields is None:
+            self._refuse(link, peer, op, checked.code, checked.reason, checked.fix)
             return None, nonce
         if op not in OPS:
             self._refuse(link, peer, op, "op", f"operation {op!r} is unknown",
@@ -176,7 +166,8 @@ class LaunchServer:
         return hello, nonce
 
     def _dispatch(self, link: LineSocket, peer: str, hello: dict[str, Any], nonce: str) -> None:
-        accepted = {"type": "accepted", "mac": accept_mac(self.token, nonce, str(hello["nonce"]))}
+        fields = {k: v for k, v in hello.items() if k not in ("type", "mac")}
+        accepted, session = handshake.accepted(self.token, PROTOCOL, nonce, fields)
         op = hello["op"]
         if op == "ping":
             with self._cond:
@@ -190,9 +181,23 @@ class LaunchServer:
                 self._cond.notify_all()
             link.send(accepted, HANDSHAKE_BOUND)
         else:
-            self._exec(link, peer, hello, accepted)
+            self._exec(link, peer, hello, accepted, session)
 
-    def _exec(self, link: LineSocket, peer: str, hello: dict[str, Any], accepted: dict) -> None:
+    def _secure(self, link: LineSocket, peer: str, session: Session) -> None:
+        def rejected(message: dict[str, Any], why: str) -> None:
+            self.log(f"mpi launch: ignored a {message.get('type')!r} message from {peer} "
+                     f"that failed authentication: {why}")
+
+        link.secure(session, rejected)
+
+    def _exec(
+        self,
+        link: LineSocket,
+        peer: str,
+        hello: dict[str, Any],
+        accepted: dict[str, Any],
+        session: Session,
+    ) -> None:
         command = hello.get("command")
         if not (isinstance(command, list) and command and all(isinstance(a, str) for a in command)):
             self._refuse(link, peer, "exec", "command", "the command is not a list of strings",
@@ -212,6 +217,7 @@ class LaunchServer:
                          "start one job per set of containers")
             return
         link.send(accepted, HANDSHAKE_BOUND)
+        self._secure(link, peer, session)  # the daemon's output and exit code are sealed
         self.log(f"mpi launch: {peer} starts {line[:200]}")
         self._run(link, line)
 

@@ -12,11 +12,11 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..discovery.mpi import launcher_process
-from ..errors import ConfigError
-from ..jobspec import load_job, read_baked_job
-from ..topology import mpi_rank_env
-from .mpi_command import HOSTS_VAR
+from ...discovery.mpi import launcher_process
+from ...errors import ConfigError
+from ...jobspec import load_job, read_baked_job
+from ...topology import mpi_rank_env
+from .command import HOSTS_VAR
 
 RANK_BOOT = Path(__file__).with_name("rank_boot.py")
 

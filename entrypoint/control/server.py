@@ -17,21 +17,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .rendezvous_wire import (
+from . import handshake
+from .state import DEPART, FORGET, LOSE, Ledger
+from .wire import (
     MAX_UNAUTHENTICATED_LINE,
     PROTOCOL,
     LineReader,
     ProtocolError,
-    accept_mac,
+    Session,
     encode,
-    join_mac,
-    macs_equal,
-    new_nonce,
 )
 
 REPORT_KINDS = ("finished", "failed", "completed", "canceled")
 """What a member may report; `finished` = the decisive task succeeded."""
-JOB_ENDING_REPORTS = ("finished", "failed")
 FLUSH_BOUND = 2.0
 """How long a closing server keeps trying to deliver its last messages."""
 PROGRESS_PUSH_INTERVAL = 0.25
@@ -50,6 +48,11 @@ class _Conn:
     reader: LineReader = field(default_factory=lambda: LineReader(MAX_UNAUTHENTICATED_LINE))
     outbuf: bytearray = field(default_factory=bytearray)
     member: _Member | None = None
+    session: Session | None = None
+    """Set once the join passed: from then on every message both ways is sealed."""
+    broken: str = ""
+    """Sending to it failed (why): nothing more is sent, but what it already sent is still
+    read until its connection ends, so a goodbye in flight still counts."""
     finishing: bool = False
     """Its last message is queued: once sent, shut down writing and wait for the peer's EOF
     (closing straight away could reset the connection before the peer reads it)."""
@@ -99,6 +102,7 @@ class RendezvousServer:
         self._members: dict[str, _Member] = {}
         self._by_rank: list[_Member] = []
         self._ended: dict[str, Any] | None = None
+        self._ledger = Ledger()
         self._last_heartbeat = 0.0
         self._last_progress = 0.0
         self._progress_dirty = False
@@ -118,15 +122,44 @@ class RendezvousServer:
         self._sel.register(self._wake_r, selectors.EVENT_READ)
         self._thread.start()
 
-    def stop(self, linger: float = 0.0, reason: str = "the serving node shut down") -> None:
-        """Close once every other member has left, or after `linger` seconds at most."""
+    def stop(
+        self,
+        linger: float | None = 0.0,
+        reason: str = "the serving node shut down",
+        interrupted: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Close once no member is still joined or running (each either finished, departed
+        or was lost: liveness bounds that), or after `linger` seconds if given, or as soon
+        as `interrupted()` turns true."""
+        deadline = float("inf") if linger is None else time.monotonic() + max(linger, 0.0)
         with self._stop_lock:
             if self._stop_at is None:
-                self._stop_at = time.monotonic() + max(linger, 0.0)
+                self._stop_at = deadline
                 self._stop_reason = reason
+        self._wake()
+        if linger is not None:
+            self._thread.join(linger + FLUSH_BOUND + 1.0)
+            return
+        waiting_since, next_note = time.monotonic(), time.monotonic() + 10.0
+        while self._thread.is_alive():
+            self._thread.join(0.25)
+            if interrupted():
+                with self._stop_lock:
+                    self._stop_at = time.monotonic()
+                self._wake()
+                self._thread.join(FLUSH_BOUND + 1.0)
+                return
+            if time.monotonic() >= next_note:
+                next_note += 30.0
+                self._log(
+                    f"rendezvous: this node's tasks ended {time.monotonic() - waiting_since:.0f}"
+                    f" s ago; serving until the other nodes finish "
+                    f"({self._ledger.count('running')} still running)"
+                )
+
+    def _wake(self) -> None:
         with contextlib.suppress(OSError):  # the thread may have ended and closed it
             self._wake_w.send(b"x")
-        self._thread.join(linger + FLUSH_BOUND + 1.0)
 
     # -- the loop -------------------------------------------------------------------
 
@@ -155,7 +188,7 @@ class RendezvousServer:
             return False
         if time.monotonic() >= self._stop_at:
             return True
-        return not any(c.member is not None and not c.member.left for c in self._conns.values())
+        return self._ledger.may_close()
 
     def _accept(self) -> None:
         while True:
@@ -168,10 +201,11 @@ class RendezvousServer:
                 return
             sock.setblocking(False)
             now = time.monotonic()
-            conn = _Conn(sock=sock, peer=addr[0], nonce=new_nonce(), opened=now, last_recv=now)
+            opening, nonce = handshake.challenge(PROTOCOL)
+            conn = _Conn(sock=sock, peer=addr[0], nonce=nonce, opened=now, last_recv=now)
             self._conns[sock] = conn
             self._sel.register(sock, selectors.EVENT_READ)
-            self._send(conn, {"type": "challenge", "protocol": PROTOCOL, "nonce": conn.nonce})
+            self._send(conn, opening)
 
     def _drain_wakeups(self) -> None:
         with contextlib.suppress(OSError):
@@ -192,7 +226,7 @@ class RendezvousServer:
                 self._drop(conn, f"its connection failed ({e.strerror or e})")
                 return
             if not data:
-                self._drop(conn, "its connection closed without a goodbye")
+                self._drop(conn, conn.broken or "its connection closed without a goodbye")
                 return
             conn.last_recv = time.monotonic()
             if conn.finishing:
@@ -205,6 +239,14 @@ class RendezvousServer:
             for message in messages:
                 if sock not in self._conns:
                     return
+                if conn.session is not None:
+                    problem = conn.session.check(message)
+                    if problem is not None:
+                        self._log(
+                            f"rendezvous: ignored a {message['type']!r} message from "
+                            f"{conn.peer} that failed authentication: {problem}"
+                        )
+                        continue
                 self._handle(conn, message)
 
     def _housekeeping(self) -> None:
@@ -219,7 +261,12 @@ class RendezvousServer:
                         conn, f"it did not finish the handshake in {self._handshake_bound:g} s"
                     )
             elif now - conn.last_recv > self._loss_bound:
-                self._drop(conn, f"it sent nothing for {now - conn.last_recv:.1f} s")
+                # Read what is already waiting before judging silence: this thread may
+                # have been starved of CPU while the member kept talking.
+                self._service(conn.sock, selectors.EVENT_READ)
+                silent = time.monotonic() - conn.last_recv
+                if conn.sock in self._conns and silent > self._loss_bound:
+                    self._drop(conn, f"it sent nothing for {silent:.1f} s")
             elif send_heartbeat:
                 self._send(conn, {"type": "hb"})
         if self._progress_dirty and now - self._last_progress >= PROGRESS_PUSH_INTERVAL:
@@ -248,6 +295,7 @@ class RendezvousServer:
             if kind == "join":
                 self._join(conn, message)
             else:
+                self._log(f"rendezvous: dropped {conn.peer}: it sent {kind!r} before joining")
                 self._drop(conn, f"it sent {kind!r} before joining")
         elif kind == "hb":
             pass
@@ -255,28 +303,19 @@ class RendezvousServer:
             self._report(conn.member, message)
         elif kind == "bye":
             conn.member.left = True
+            self._ledger.goodbye(conn.member.key)
+            # Answer, then half-close: the member reads to our EOF and closes without a
+            # reset, so nothing it sent before is lost and nothing is judged a loss.
+            self._finish(conn, {"type": "bye"})
         else:
             self._log(f"rendezvous: ignored unknown message {kind!r} from {conn.member.label()}")
 
     def _join(self, conn: _Conn, message: dict[str, Any]) -> None:
-        fields = {k: v for k, v in message.items() if k not in ("type", "mac")}
-        if fields.get("protocol") != PROTOCOL:
-            self._refuse(
-                conn,
-                "version",
-                f"it speaks {fields.get('protocol')!r}, this server speaks {PROTOCOL!r}",
-                "use the same tfbuild version on every node",
-            )
+        checked = handshake.check_hello(self._token, PROTOCOL, "join", conn.nonce, message)
+        if checked.fields is None:
+            self._refuse(conn, checked.code, checked.reason, checked.fix)
             return
-        if not macs_equal(message.get("mac"), join_mac(self._token, conn.nonce, fields)):
-            self._refuse(
-                conn,
-                "bad_token",
-                "bad job token",
-                "every node must be started with the same TFBUILD_JOB_TOKEN "
-                "(or all without one and with TFBUILD_TRUST_NETWORK=1)",
-            )
-            return
+        fields = checked.fields
         problem = self._join_problem(fields)
         if problem:
             self._refuse(conn, "config", *problem)
@@ -285,23 +324,27 @@ class RendezvousServer:
         address = fields.get("advertise") or conn.peer
         key = f"rank:{rank}" if rank is not None else f"id:{identity}"
         if self.formed:
-            self._rejoin(conn, key, identity, address, fields["nonce"])
+            self._rejoin(conn, key, identity, address, fields)
             return
-        self._accept_join(conn, fields["nonce"])
+        self._accept_join(conn, fields)
         old = self._members.get(key)
         if old is not None and old.conn is not None:
             self._supersede(old, conn)
         self._members[key] = _Member(key, identity, rank, address, conn)
         conn.member = self._members[key]
+        self._ledger.join(key)
         self._progress_dirty = True
         if len(self._members) == self.node_count:
             self._form()
 
-    def _accept_join(self, conn: _Conn, client_nonce: object) -> None:
+    def _accept_join(self, conn: _Conn, fields: dict[str, Any]) -> None:
         conn.reader.limit = LineReader().limit  # authenticated: allow full-size lines
-        message = self._progress() if not self.formed else {}
-        message.update(type="accepted", mac=accept_mac(self._token, conn.nonce, str(client_nonce)))
-        self._send(conn, message)
+        extra = self._progress() if not self.formed else {}
+        extra.pop("type", None)
+        message, conn.session = handshake.accepted(
+            self._token, PROTOCOL, conn.nonce, fields, **extra
+        )
+        self._send_bytes(conn, encode(message))  # the one unsealed answer: it has its own MAC
 
     def _join_problem(self, fields: dict[str, Any]) -> tuple[str, str] | None:
         identity, rank, count = (
@@ -327,7 +370,7 @@ class RendezvousServer:
         return None
 
     def _rejoin(
-        self, conn: _Conn, key: str, identity: str, address: str, client_nonce: object
+        self, conn: _Conn, key: str, identity: str, address: str, fields: dict[str, Any]
     ) -> None:
         member = self._members.get(key)
         if member is None:  # e.g. it formed without an explicit rank and now has one
@@ -345,11 +388,12 @@ class RendezvousServer:
                 "a new node needs a new job",
             )
             return
-        self._accept_join(conn, client_nonce)
+        self._accept_join(conn, fields)
         if member.conn is not None:
             self._supersede(member, conn)
         member.conn, member.identity, member.address, member.left = conn, identity, address, False
         conn.member = member
+        self._ledger.join(member.key)
         self._log(f"rendezvous: {member.label()} rejoined from {address}")
         self._send(conn, self._formed_message(member))
         if self._ended is not None:
@@ -378,6 +422,7 @@ class RendezvousServer:
         for m in sorted((m for m in members if m.explicit_rank is None), key=lambda m: m.identity):
             slots[next(free)] = m
         self._by_rank = [m for m in slots if m is not None]
+        self._ledger.form()
         for rank, m in enumerate(self._by_rank):
             m.rank = rank
         self._log(
@@ -419,10 +464,9 @@ class RendezvousServer:
             "rank": member.rank,
             "message": text,
         }
-        if kind in JOB_ENDING_REPORTS:
+        if self._ledger.report(member.key, kind):
             self._log(f"rendezvous: {text}")
-            if self._ended is None:
-                self._ended = event
+            self._ended = event
         self._broadcast(event, skip=member)
 
     # -- connections ----------------------------------------------------------------
@@ -460,12 +504,15 @@ class RendezvousServer:
         if member is None or member.conn is not conn:
             return
         member.conn = None
-        if member.left:
-            return
-        if not self.formed:
+        verdict = self._ledger.connection_ended(member.key)
+        if verdict == FORGET:
             del self._members[member.key]
             self._progress_dirty = True
             self._log(f"rendezvous: {member.label()} went away before the job formed: {why}")
+            return
+        if verdict == DEPART:
+            return
+        if verdict != LOSE:
             return
         text = f"{member.label()} lost: {why}"
         self._log(f"rendezvous: {text}")
@@ -481,15 +528,18 @@ class RendezvousServer:
         )
 
     def _broadcast(self, message: dict[str, Any], skip: _Member | None) -> None:
-        data = encode(message)
         for m in self._members.values():
             if m is not skip and m.conn is not None:
-                self._send_bytes(m.conn, data)
+                self._send(m.conn, message)
 
     def _send(self, conn: _Conn, message: dict[str, Any]) -> None:
+        if conn.session is not None:
+            message = conn.session.seal(message)
         self._send_bytes(conn, encode(message))
 
     def _send_bytes(self, conn: _Conn, data: bytes) -> None:
+        if conn.broken:
+            return
         was_empty = not conn.outbuf
         conn.outbuf += data
         if was_empty:
@@ -503,7 +553,12 @@ class RendezvousServer:
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as e:
-            self._drop(conn, f"sending to it failed ({e.strerror or e})")
+            # Not a verdict yet: a member that said goodbye and closed makes sends fail
+            # too. Stop sending, keep reading; its connection's end decides.
+            conn.broken = f"sending to it failed ({e.strerror or e})"
+            conn.outbuf.clear()
+            if conn.sock in self._conns:
+                self._sel.modify(conn.sock, selectors.EVENT_READ)
             return
         if conn.sock not in self._conns:
             return

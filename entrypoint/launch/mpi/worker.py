@@ -15,13 +15,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DiscoveryTimeout
-from ..topology import Plan
-from .mpi_channel import KILL_GRACE
-from .mpi_command import MpiSettings
-from .mpi_record import NodeRecord
-from .mpi_server import LaunchServer
-from .reaper import Reaper
+from ...errors import DiscoveryTimeout
+from ...recorder import NodeTask, TaskRecorder
+from ...settings import AgentSettings
+from ...topology import Plan
+from ..reaper import Reaper
+from .channel import KILL_GRACE
+from .command import MpiSettings
+from .server import LaunchServer
 
 RESULT_BOUND = 15.0
 DAEMON_EXIT_BOUND = 10.0
@@ -45,6 +46,7 @@ def serve_node(
     settings: MpiSettings,
     token: str | None,
     run_id: str,
+    agent: AgentSettings,
 ) -> int:
     reaper = Reaper()
     reaper.install()
@@ -52,7 +54,9 @@ def serve_node(
                           workdir=str(workdir))
     server.start()
     task = f"mpi-node-{plan.node_rank}"
-    record = NodeRecord(env, run_id, task, plan.node_rank, False, workdir, log)
+    recorder = TaskRecorder(run_id, task, False, workdir, log,
+                            upload_to=agent.upload_to, store_env=env)
+    record = NodeTask(recorder, task, "node", plan.node_rank)
     log(f"mpi: node {plan.node_rank} of {len(plan.hosts)}: waiting up to "
         f"{settings.launch_timeout:g} s for the launcher node {plan.hosts[0]} to start this "
         f"node's ranks (launch channel on port {server.port})")
@@ -60,7 +64,7 @@ def serve_node(
         outcome = _NodeWait(server, reaper, settings, plan.hosts[0], record, log).run()
     finally:
         server.close()
-    record.finish(outcome.code, outcome.canceled, outcome.message)
+    record.finish(outcome.code, outcome.canceled, outcome.message, reason=outcome.message)
     if outcome.timed_out:
         raise DiscoveryTimeout(outcome.message)
     if outcome.code == 0:
@@ -79,7 +83,7 @@ class _NodeWait:
         reaper: Reaper,
         settings: MpiSettings,
         launcher: str,
-        record: NodeRecord,
+        record: NodeTask,
         log: Callable[[str], None],
     ) -> None:
         self.server = server

@@ -1,10 +1,8 @@
-"""The agents' built-in rendezvous, and the job control channel built on it.
+"""Joining the job: serve if this node should, connect, authenticate, wait until formed.
 
-With TFBUILD_RENDEZVOUS=host:port (plain `docker run` on separate hosts) it is a
-discovery source: the node that owns host:port serves, every node joins, and the
-join returns the job's Membership. Without it, `open_control` sets up the same
-channel after another source found the peers: node 0 serves on job.control_port.
-Protocol, variables and security model: docs/rendezvous.md.
+`join_rendezvous` is what both the rendezvous discovery source and `open_control`
+(control.source) call; it returns the formed `ControlChannel`. Protocol, variables
+and security model: docs/rendezvous.md.
 """
 
 from __future__ import annotations
@@ -13,103 +11,24 @@ import errno
 import ipaddress
 import random
 import socket
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .control import ControlChannel
-from .errors import ConfigError, DiscoveryError, DiscoveryTimeout, RendezvousAuthError
-from .jobspec import JobSpec
-from .membership import Membership
-from .rendezvous_config import ChannelSettings, parse_address, settings_from_env
-from .rendezvous_server import RendezvousServer
-from .rendezvous_wire import (
-    PROTOCOL,
-    LineSocket,
-    ProtocolError,
-    accept_mac,
-    join_mac,
-    macs_equal,
-    new_nonce,
-)
+from ..discovery.membership import Membership
+from ..errors import ConfigError, DiscoveryError, DiscoveryTimeout, RendezvousAuthError
+from . import handshake
+from .channel import ControlChannel
+from .config import ChannelSettings
+from .server import RendezvousServer
+from .wire import PROTOCOL, LineSocket, ProtocolError
 
 LISTEN_BACKLOG = 1024
 FIRST_RETRY_DELAY = 0.1
 MAX_RETRY_DELAY = 2.0
 CONNECT_ATTEMPT_BOUND = 5.0
 SHOWN_NAMES = 10
-
-_formed: list[ControlChannel] = []
-"""Channels a rendezvous join formed, waiting for open_control to pick them up."""
-_formed_lock = threading.Lock()
-
-
-def rendezvous_source(ctx: Any) -> Membership | None:
-    """Discovery-chain entry: applies when TFBUILD_RENDEZVOUS is set.
-
-    `ctx` is a DiscoveryContext (env, job, hostname, timeout, log, sleep, monotonic).
-    """
-    value = ctx.env.get("TFBUILD_RENDEZVOUS", "")
-    if not value:
-        return None
-    host, port = parse_address(value, ctx.job.control_port)
-    settings = settings_from_env(
-        ctx.env, host=host, port=port, node_count=ctx.job.node_count, hostname=ctx.hostname
-    )
-    channel = join_rendezvous(
-        settings, ctx.log, timeout=ctx.timeout, sleep=ctx.sleep, monotonic=ctx.monotonic
-    )
-    with _formed_lock:
-        _formed.append(channel)
-    return channel.membership
-
-
-def open_control(
-    membership: Membership,
-    job: JobSpec,
-    env: Mapping[str, str],
-    log: Callable[[str], None],
-    *,
-    timeout: float,
-    decisive_task: str | None = None,
-    hostname: str | None = None,
-) -> ControlChannel:
-    """The job control channel for a formed membership.
-
-    After a rendezvous join this hands over the connection that join opened. After
-    any other source, node 0 serves on job.control_port and the other nodes connect
-    to hosts[0]. A single node, or one agent per process under mpirun/srun (whose
-    launcher already stops the other processes), gets a channel with no peers.
-    """
-    say = _as_log(log)
-    channel = _take_formed(membership)
-    if channel is None and membership.source == "rendezvous":
-        # Its channel was already handed out: serving again on the control port would
-        # stand up a second, empty job.
-        raise DiscoveryError(
-            "open_control was called twice for the same rendezvous membership; "
-            "keep and reuse the ControlChannel it returned the first time"
-        )
-    if channel is None:
-        if membership.node_count <= 1 or membership.process is not None:
-            channel = ControlChannel.solo(membership, say)
-        else:
-            settings = settings_from_env(
-                env,
-                host=membership.hosts[0],
-                port=job.control_port,
-                node_count=membership.node_count,
-                hostname=hostname or socket.gethostname(),
-                node_rank=membership.node_rank,
-            )
-            settings = replace(settings, serve=membership.node_rank == 0)
-            channel = join_rendezvous(settings, say, timeout=timeout, hosts=membership.hosts)
-            channel.membership = membership  # discovery's view stays the reference
-    channel.decisive_task = decisive_task
-    return channel
-
 
 def join_rendezvous(
     settings: ChannelSettings,
@@ -336,28 +255,31 @@ class _Joiner:
             raise
 
     def _handshake(self, link: LineSocket, deadline: float) -> ControlChannel:
-        challenge = self._expect(link, deadline, ("challenge",))
-        fields = {
-            "protocol": PROTOCOL,
-            "identity": self.s.identity,
-            "node_rank": self.s.node_rank,
-            "node_count": self.s.node_count,
-            "advertise": self.s.advertise,
-            "nonce": new_nonce(),
-        }
-        if challenge.get("protocol") != PROTOCOL:
+        opening = self._expect(link, deadline, ("challenge",))
+        if opening.get("protocol") != PROTOCOL:
             raise DiscoveryError(
                 f"the rendezvous server at {self.s.address} speaks "
-                f"{challenge.get('protocol')!r}, this node {PROTOCOL!r}; "
+                f"{opening.get('protocol')!r}, this node {PROTOCOL!r}; "
                 "use the same tfbuild version on every node"
             )
-        mac = join_mac(self.s.token, str(challenge.get("nonce")), fields)
-        link.send({"type": "join", **fields, "mac": mac}, self.s.loss_bound)
+        greeting = handshake.hello(
+            self.s.token,
+            "join",
+            opening,
+            {
+                "protocol": PROTOCOL,
+                "identity": self.s.identity,
+                "node_rank": self.s.node_rank,
+                "node_count": self.s.node_count,
+                "advertise": self.s.advertise,
+            },
+        )
+        link.send(greeting.message, self.s.loss_bound)
+        link.secure(greeting.session(self.s.token, PROTOCOL), self._rejected, answer_pending=True)
         answer = self._expect(link, deadline, ("accepted", "refused"))
         if answer["type"] == "refused":
             raise self._refusal(answer)
-        expected = accept_mac(self.s.token, str(challenge.get("nonce")), fields["nonce"])
-        if not macs_equal(answer.get("mac"), expected):
+        if not greeting.accepted_by_token_holder(self.s.token, answer):
             raise RendezvousAuthError(
                 f"the server at {self.s.address} accepted this node but could not prove it "
                 "holds the job token: it is not this job's rendezvous or its "
@@ -368,6 +290,12 @@ class _Joiner:
             self._note_progress(answer)
         formed = self._expect(link, deadline, ("formed",), heartbeat=True)
         return self._channel(link, formed)
+
+    def _rejected(self, message: dict[str, Any], why: str) -> None:
+        self.say(
+            f"rendezvous: ignored a {message.get('type')!r} message on the connection to "
+            f"{self.s.address} that failed authentication: {why}"
+        )
 
     def _expect(
         self, link: LineSocket, deadline: float, wanted: tuple[str, ...], heartbeat: bool = False
@@ -389,14 +317,17 @@ class _Joiner:
                     last_sent = now
                 if now >= deadline:
                     raise DiscoveryTimeout(self._timeout_message(deadline - self.start))
-                if now - last_heard > self.s.loss_bound:
-                    raise _Retry(f"the server went silent for {now - last_heard:.1f} s")
                 wait = self.s.heartbeat_interval - (now - last_sent if heartbeat else 0.0)
-                received = link.receive(min(deadline - now, max(wait, 0.01)))
+                # Read first, judge silence after: what is already in the socket counts
+                # even when this thread was starved of CPU past the silence bound.
+                received = link.receive(max(min(deadline - now, wait), 0.0))
                 if received is None:
                     raise _Retry("the server closed the connection")
                 if received:
                     last_heard = self.monotonic()
+                elif self.monotonic() - last_heard > self.s.loss_bound:
+                    silent = self.monotonic() - last_heard
+                    raise _Retry(f"the server went silent for {silent:.1f} s")
                 messages = received
             while messages:
                 message = messages.pop(0)
@@ -506,16 +437,6 @@ class _Joiner:
             f"TFBUILD_NODES={self.s.node_count} and the same TFBUILD_JOB_TOKEN, "
             "or allow more time"
         )
-
-
-def _take_formed(membership: Membership) -> ControlChannel | None:
-    with _formed_lock:
-        for match in (lambda c: c.membership is membership, lambda c: c.membership == membership):
-            for channel in _formed:
-                if match(channel):
-                    _formed.remove(channel)
-                    return channel
-    return None
 
 
 def _names(names: list[str], have: int) -> str:

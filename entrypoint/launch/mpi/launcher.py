@@ -14,32 +14,32 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ..errors import AgentError, ConfigError, DiscoveryError, DiscoveryTimeout
-from ..jobspec import JobSpec
-from ..rendezvous_wire import ProtocolError
-from ..topology import Plan
-from . import netif
-from .command import entry_command, merge_script_params
-from .mpi import agent_command
-from .mpi_channel import JobResult, LaunchRefused, ping, send_result
-from .mpi_command import (
+from ...control.wire import ProtocolError
+from ...errors import AgentError, ConfigError, DiscoveryError, DiscoveryTimeout
+from ...jobspec import JobSpec
+from ...recorder import NodeTask, TaskRecorder
+from ...settings import AgentSettings
+from ...topology import Plan
+from .. import netif
+from ..command import entry_command, merge_script_params
+from ..output import OutputPump
+from ..reaper import Reaper
+from .channel import JobResult, LaunchRefused, ping, send_result
+from .command import (
     HOSTS_VAR,
     MpiSettings,
+    agent_command,
     describe_failure,
     exported_names,
     mpirun_argv,
     rsh_agent_value,
 )
-from .mpi_rank import line_buffered
-from .mpi_record import NodeRecord
-from .output import OutputPump
-from .reaper import Reaper
+from .rank import line_buffered
 
 PING_BOUND = 5.0
 PROGRESS_EVERY = 10.0
 RESULT_SEND_BOUND = 10.0
 """How long node 0 keeps trying to tell one agent the job's result."""
-DEFAULT_GRACE = 30.0
 TAIL_LINES = 200
 """mpirun's last stderr lines kept to find which rank failed (the run record gets them too)."""
 
@@ -56,6 +56,7 @@ def run_launcher(
     settings: MpiSettings,
     token: str | None,
     run_id: str,
+    agent: AgentSettings,
 ) -> int:
     hosts = list(plan.hosts)
     peers = hosts[1:]
@@ -76,8 +77,10 @@ def run_launcher(
             raise
         log(f"mpi: starting {plan.world_size} rank(s) on {len(hosts)} node(s) "
             f"({job.process_count_per_node} per node): {shlex.join(argv)}")
-        record = NodeRecord(env, run_id, "mpirun", 0, True, workdir, log)
-        code, tail = _run_mpirun(argv, run_env, workdir, reaper, record, env, log)
+        recorder = TaskRecorder(run_id, "mpirun", True, workdir, log,
+                                upload_to=agent.upload_to, store_env=env)
+        record = NodeTask(recorder, "mpirun", "launcher", 0)
+        code, tail = _run_mpirun(argv, run_env, workdir, reaper, record, agent.grace, log)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     canceled = reaper.signal is not None
@@ -92,7 +95,7 @@ def run_launcher(
     outcome = "canceled" if canceled else "completed" if code == 0 else "failed"
     log(f"mpi: job {outcome}: {message}")
     tell_agents(peers, settings.launch_port, token, JobResult(code, message), log)
-    record.finish(code, canceled, "\n".join(tail))
+    record.finish(code, canceled, "\n".join(tail), reason=message)
     return code
 
 
@@ -136,8 +139,8 @@ def _run_mpirun(
     run_env: Mapping[str, str],
     workdir: Path,
     reaper: Reaper,
-    record: NodeRecord,
-    env: Mapping[str, str],
+    record: NodeTask,
+    grace: float,
     log: Callable[[str], None],
 ) -> tuple[int, list[str]]:
     """mpirun's exit code and its last stderr lines; output goes to ./logs/mpirun.log too."""
@@ -153,7 +156,6 @@ def _run_mpirun(
     pump = OutputPump("mpirun", workdir / "logs" / "mpirun.log", prefix=False,
                       tail_lines=TAIL_LINES)
     pump.attach(proc.stdout, proc.stderr)  # type: ignore[arg-type]
-    grace = float(env.get("TFBUILD_GRACE_SECONDS", DEFAULT_GRACE))
     code = _wait_mpirun(proc, reaper, grace, log)
     pump.close()
     return code, list(pump.stderr_tail)

@@ -4,13 +4,16 @@ Unit-tested in tests/unit/test_mpi_command.py; docs/mpi.md explains every flag."
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..errors import ConfigError
-from ..jobspec import JobSpec
+from ...errors import ConfigError
+from ...jobspec import JobSpec
 
 EXPORT_NAMES = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONHASHSEED")
 EXPORT_PREFIXES = ("TFBUILD_", "TF_", "HOROVOD_", "NCCL_", "KERAS_", "OMP_")
@@ -189,3 +192,15 @@ def describe_failure(
         return (f"mpirun lost a node's daemon ({lost.group(1)}); the job was aborted "
                 f"(exit code {code}); see that node's log")
     return f"mpirun exited with code {code}; see its output above and logs/mpirun.log"
+
+
+def agent_command() -> list[str]:
+    """How to start this agent again: the image's launcher script, else whatever
+    `tfbuild-agent` is on PATH, else this Python with -m."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "tfbuild-agent" and os.access(argv0, os.X_OK):
+        return [os.path.abspath(argv0)]
+    found = shutil.which("tfbuild-agent")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "tfbuild_agent"]

@@ -8,6 +8,7 @@ silence from the serving node into a `server_lost` event within a bound.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import socket
 import threading
@@ -16,12 +17,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .membership import Membership
-from .rendezvous_server import RendezvousServer
-from .rendezvous_wire import LineSocket, ProtocolError
+from ..discovery.membership import Membership
+from .server import RendezvousServer
+from .wire import LineSocket, ProtocolError
 
 EVENT_KINDS = ("finished", "failed", "completed", "canceled", "lost", "rejoined", "server_lost")
 JOB_ENDING = ("finished", "failed", "lost", "server_lost")
+BYE_BOUND = 2.0
+"""How long a leaving node waits for the server to answer its goodbye (it needs nothing
+more from the server, so this only avoids a connection reset)."""
 REPORT_STATUSES = ("completed", "failed", "canceled")
 """Run-record statuses a task can end with (any case)."""
 
@@ -81,6 +85,8 @@ class ControlChannel:
         self._closing = threading.Event()
         """Set once this end stops using the link: close() was called or the link was lost."""
         self._closed = False
+        self._leaving = threading.Event()
+        """Set by close(): the watcher reads to the server's end of stream, judges nothing."""
         self._thread: threading.Thread | None = None
         for message in pending:
             self._dispatch(message)
@@ -129,30 +135,43 @@ class ControlChannel:
         except queue.Empty:
             return None
 
-    def close(self, linger: float | None = None) -> None:
+    def close(
+        self, linger: float | None = None, stop: Callable[[], bool] = lambda: False
+    ) -> None:
         """Say goodbye (so this node is not reported lost) and let go of the channel.
 
-        On the serving node this also stops the server, after waiting up to `linger`
-        seconds (default: the loss bound) for the other nodes to say goodbye first.
+        On the serving node this also stops the server once every other member has
+        finished, departed or was lost (see docs/rendezvous.md); `linger` bounds that
+        wait when given, and `stop()` turning true (a user's SIGTERM) ends it at once.
         """
         if self._closed:
             return
         self._closed = True
         link_alive = not self._closing.is_set()
+        if link_alive:
+            self._leaving.set()  # before _closing: the watcher must drain, not just stop
         self._closing.set()
         if self._link is not None and link_alive:
+            # Goodbye, then a graceful close: the server answers `bye` and closes its
+            # side; reading to that end means no reset, so nothing in flight is lost.
+            # This node needs nothing more from the server: the wait is short and bounded.
             try:
-                self._link.send({"type": "bye"}, min(self._loss_bound, 2.0))
-                self._link.sock.shutdown(socket.SHUT_RDWR)  # wakes the watcher's poll
+                self._link.send({"type": "bye"}, min(self._loss_bound, BYE_BOUND))
+                self._link.sock.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
             if self._thread is not None:
-                self._thread.join(self._interval + 1.0)
+                self._thread.join(BYE_BOUND)
+            with contextlib.suppress(OSError):
+                self._link.sock.shutdown(socket.SHUT_RDWR)  # wakes a watcher still polling
+            if self._thread is not None:
+                self._thread.join(1.0)
             self._link.close()
         if self._server is not None:
             self._server.stop(
-                self._loss_bound if linger is None else linger,
+                linger,
                 reason=f"node {self.identity} finished its tasks",
+                interrupted=stop,
             )
 
     # -- the watcher thread ---------------------------------------------------------
@@ -160,7 +179,12 @@ class ControlChannel:
     def _watch(self) -> None:
         assert self._link is not None
         last_sent = last_heard = time.monotonic()
-        while not self._closing.is_set():
+        while True:
+            if self._leaving.is_set():
+                self._drain_to_end()
+                return
+            if self._closing.is_set():
+                return
             now = time.monotonic()
             if now - last_sent >= self._interval:
                 try:
@@ -173,8 +197,11 @@ class ControlChannel:
             try:
                 messages = self._link.receive(max(wait, 0.01))
             except (OSError, ProtocolError) as e:
-                self._lose(f"the connection failed ({e})")
+                if not self._leaving.is_set():
+                    self._lose(f"the connection failed ({e})")
                 return
+            if self._leaving.is_set():
+                continue
             if self._closing.is_set():
                 return
             if messages is None:
@@ -188,6 +215,17 @@ class ControlChannel:
                     return
             if now - last_heard > self._loss_bound:
                 self._lose(f"nothing heard from it for {now - last_heard:.1f} s")
+                return
+
+    def _drain_to_end(self) -> None:
+        """After our goodbye: read (and drop) until the server's end of stream."""
+        assert self._link is not None
+        deadline = time.monotonic() + BYE_BOUND
+        while time.monotonic() < deadline:
+            try:
+                if self._link.receive(deadline - time.monotonic()) is None:
+                    return
+            except (OSError, ProtocolError):
                 return
 
     def _dispatch(self, message: dict[str, Any]) -> bool:

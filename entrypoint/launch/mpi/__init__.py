@@ -1,0 +1,1 @@
+"""The `mpi` backend on one node (docs/mpi.md). See node.py for the pieces."""
