@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .manifest import Entry, Manifest, same_content, tail_digest, unchanged
+from .openfiles import held_for_writing
 from .scheduler import Item
 from .store import SourceChanged, Store, part_key
 
@@ -110,6 +111,18 @@ class Uploader:
             quiet, needed = now_wall - st.st_mtime_ns / 1e9, self.settle_for(item.rel)
             if quiet < needed:
                 return Outcome(UNSETTLED, wait=needed - max(quiet, 0.0))
+        if not is_log:
+            try:
+                st = _settled_stat(src)
+            except (FileNotFoundError, SourceChanged):
+                return Outcome(UNSETTLED, wait=min(0.2, self.settle_for(item.rel)))
+            quiet = now_wall - st.st_mtime_ns / 1e9
+            if not final and quiet < self.output_settle and (
+                    self.is_open(item.rel) or held_for_writing(src)):
+                # Opened again since it was closed (say, truncated for a rewrite): what is
+                # there now may be the start of the next version; its close brings it back.
+                # (Asked before we open it ourselves: inotify counts our own open too.)
+                return Outcome(UNSETTLED, wait=min(self.settle, self.output_settle - quiet))
         try:
             fd = os.open(src, os.O_RDONLY)
         except FileNotFoundError:
@@ -117,7 +130,9 @@ class Uploader:
         except OSError as e:
             return Outcome(FAILED, f"cannot read {src}: {describe_error(e)}")
         try:
-            before = os.fstat(fd) if is_log else _settled_stat(fd)
+            before = os.fstat(fd)
+            if not is_log and not _same(before, st):
+                raise SourceChanged(item.rel)
             # Logs only grow: what was there when we looked stays valid while more is
             # appended. Any other file must be exactly as it was when the upload ends.
             check = _grown_only if is_log else _identical
@@ -211,15 +226,15 @@ def _grown_only(path: Path, fd: int, before: os.stat_result) -> bool:
     return after.st_ino == before.st_ino and after.st_size >= before.st_size
 
 
-def _settled_stat(fd: int, tries: int = 5) -> os.stat_result:
-    """fstat once the last write is FRESH_NS old and nothing changed while waiting."""
-    st = os.fstat(fd)
+def _settled_stat(path: Path, tries: int = 5) -> os.stat_result:
+    """stat once the last write is FRESH_NS old and nothing changed while waiting."""
+    st = os.stat(path)
     for _ in range(tries):
         wait = FRESH_NS - (time.time_ns() - st.st_mtime_ns)
         if wait <= 0:
             return st
         time.sleep(min(wait, FRESH_NS) / 1e9)
-        again = os.fstat(fd)
+        again = os.stat(path)
         if _same(again, st):
             return st
         st = again
