@@ -49,6 +49,7 @@ from .layout import (
     task_record_key,
 )
 from .manifest import Manifest, unchanged
+from .openfiles import held_for_writing
 from .scheduler import Item, Scheduler, backoff
 from .store import check_backend, open_store, store_spec
 from .uploader import FAILED, GONE, UNSETTLED, UPLOADED, Outcome, Uploader, describe_error
@@ -181,7 +182,7 @@ class Syncer:
             )
             if watch:
                 self._watcher.start()
-            self._scan()  # files written before we watched (or before a restart)
+            self._scan(first=True)  # files written before we watched (or a restart)
             self._ensure_workers()
             if watch:
                 threading.Thread(target=self._rescan_loop, name="tfbuild-sync-rescan",
@@ -303,13 +304,21 @@ class Syncer:
         self.sched.mark(rel, closed=closed, settle=self._uploader.settle_for(rel),
                         max_wait=self._uploader.max_wait_for(rel))
 
-    def _scan(self) -> None:
-        """Queue every file whose size or mtime differs from what the store has."""
+    def _scan(self, first: bool = False) -> None:
+        """Queue every file whose size or mtime differs from what the store has.
+
+        `first`: the scan right after the watch began. An output the script wrote in
+        the moments before (its close came before the watch) and that no process holds
+        open for writing is complete: upload it now instead of after a quiet spell."""
+        now = time.time()
         for rel, st in walk_files(self.workdir):
             if not self.sched.holds(rel) and not unchanged(
                 self.manifest.get(rel), st.st_size, st.st_mtime_ns
             ):
-                self.sched.mark(rel, closed=False, settle=0.0)
+                closed = (first and rel.startswith("outputs/")
+                          and now - st.st_mtime_ns / 1e9 < self._settings["settle"]
+                          and held_for_writing(self.workdir / rel) is False)
+                self.sched.mark(rel, closed=closed, settle=0.0)
 
     def _rescan_loop(self) -> None:
         # A safety net for missed events (for example an inotify queue overflow).
