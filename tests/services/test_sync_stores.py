@@ -327,6 +327,27 @@ def test_500mb_output_arrives_intact(store_target: StoreTarget, tmp_path: Path,
                 store.fs.rm_file(store.path(key))
 
 
+def _identity(run: Store, rel: str) -> tuple[Any, ...]:
+    run.refresh()
+    info = run.fs.info(run.path(rel))
+    return tuple(info.get(k) for k in ("ETag", "etag", "size", "LastModified",
+                                       "last_modified", "mtime", "ino"))
+
+
+def _read_unreplaced(run: Store, rel: str) -> bytes | None:
+    """The object's bytes, or None when it is absent or was replaced while we read it.
+    (moto's server can return a mangled body for a key overwritten during the GET, a
+    flaw of the test double: S3 itself serves one whole version. Reads that overlap a
+    replacement are skipped; a torn object that stays put is caught.)"""
+    try:
+        before = _identity(run, rel)
+        data = run.read(rel)
+        after = _identity(run, rel)
+    except FileNotFoundError:
+        return None
+    return data if before == after else None
+
+
 def _version_of(data: bytes, block: int) -> set[int]:
     """The versions stamped in each block (one element for a consistent file)."""
     return {data[i] for i in range(0, len(data), block)}
@@ -352,9 +373,8 @@ def test_a_file_rewritten_during_its_upload_is_never_torn_in_the_store(
     def check_store() -> None:
         while not stop:
             for rel, size in sizes.items():
-                try:
-                    data = run.read(rel)
-                except FileNotFoundError:
+                data = _read_unreplaced(run, rel)
+                if data is None:
                     continue
                 versions = _version_of(data, min(block, size // 4))
                 assert len(data) == size and len(versions) == 1, (
