@@ -32,6 +32,7 @@ CHUNK = os.urandom(8 * 2**20)
 S3_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
           "AWS_DEFAULT_REGION": "us-east-1"}
 SYNCER, COPY, PUT = "tfbuild Syncer", "plain copy", "fsspec put_file"
+BIG_LOCAL_REPS = 9
 
 
 class Watch:
@@ -246,6 +247,11 @@ def measure(target: Target, names: list[str], size: int, small_count: int, reps:
         for name in names[rep % len(names):] + names[:rep % len(names)]:
             lat.setdefault(name, []).extend(small_files(name, target, small_count, workdir))
             clear(target, workdir)
+    # A local copy of 1 GiB takes about a second, so on a shared disk one slow writeback
+    # decides a single round: more interleaved rounds for the big file on a local store.
+    big_reps = reps if target.client is not None else max(reps, BIG_LOCAL_REPS)
+    for rep in range(big_reps):
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
             rate.setdefault(name, []).append(big_file(name, target, size, workdir))
             clear(target, workdir)
     raw[target.name] = {"latency_s": {k: [round(x, 5) for x in v] for k, v in lat.items()},
@@ -263,7 +269,48 @@ def measure(target: Target, names: list[str], size: int, small_count: int, reps:
     for peer in names[1:]:
         ours_rate, peer_rate = median(rate[SYNCER]), median(rate[peer])
         big = f"{size / 2**30:g} GiB" if size >= 2**30 else f"{size / 2**20:g} MiB"
+        # The issue's bar: 80% of a plain copy on a local store, 90% of fsspec's own
+        # put_file on S3 (where both wait for the same network).
+        share = 0.9 if target.client is not None else 0.8
         rows.append(Row("upload", f"{target.name}: {big} file, close -> stored",
-                        ours_rate / 1e6, "MB/s", peer, peer_rate / 1e6, ">= 80% of peer",
-                        ours_rate >= 0.8 * peer_rate, load=at))
+                        ours_rate / 1e6, "MB/s", peer, peer_rate / 1e6,
+                        f">= {share:.0%} of peer", ours_rate >= share * peer_rate, load=at))
+    sent, log_size, syncs = growing_log(target, workdir)
+    clear(target, workdir)
+    raw[target.name]["log"] = {"bytes_sent": sent, "log_bytes": log_size, "syncs": syncs}
+    print(f"  upload {target.name}: log of {log_size / 1e6:.0f} MB over {syncs} syncs sent "
+          f"{sent / 1e6:.0f} MB", flush=True)
+    rows.append(Row("upload", f"{target.name}: {log_size / 1e6:.0f} MB log grown over {syncs} "
+                    "syncs, bytes sent", sent / 1e6, "MB", "the log's size", log_size / 1e6,
+                    "<= 2x", sent <= 2 * log_size, load=load()))
     return rows
+
+
+def growing_log(target: Target, workdir: Path, size: int = 100 * 10**6, syncs: int = 200
+                ) -> tuple[int, int, int]:
+    """Append to one log and let the Syncer upload after every append; returns (bytes
+    sent, log size, syncs). Re-sending the whole log each time would cost ~syncs/2 x."""
+    from tfbuild_agent.sync.syncer import Syncer
+
+    syncer = Syncer(target.uri, RUN_ID, "worker-0", True, workdir, log=lambda _m: None,
+                    env=target.env, settle=0.01, flush_timeout=300)
+    syncer.start()
+    piece = (b"step %08d loss 0.123456 " + b"x" * 90 + b"\n")
+    lines = size // syncs // len(piece % 0) + 1
+    log = workdir / "logs" / "train.log"
+    done = 0
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as f:
+            for i in range(syncs):
+                f.write(b"".join(piece % (i * lines + j) for j in range(lines)))
+                f.flush()
+                done = f.tell()
+                deadline = time.monotonic() + 60
+                while (e := syncer.manifest.get("logs/train.log")) is None or e.size < done:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"log sync {i} did not happen within 60 s")
+                    time.sleep(0.005)
+    finally:
+        report = syncer.close()
+    return report.uploaded_bytes, done, syncs

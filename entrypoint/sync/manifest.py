@@ -15,27 +15,23 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-_CHUNK = 4 * 2**20
-
 
 @dataclass(frozen=True)
 class Entry:
     size: int
     sha256: str
+    """"" when not computed (a big file copied in the kernel to a local store)."""
     mtime_ns: int
     uploaded_at: float = 0.0
     """Unix time the store acknowledged the upload (for diagnostics and measurements)."""
+    parts: int = 0
+    """A log uploaded as appended parts: how many are in the store (0: stored whole)."""
+    tail: str = ""
+    """For a log in parts: sha256 of its last bytes (up to TAIL) before `size`, to tell an
+    append (upload only what is new) from a rewrite (start over)."""
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """A private copy of a file, taken with `copy_aside`."""
-
-    path: Path
-    size: int
-    sha256: str
-    mtime_ns: int
-    changed_while_copying: bool
+TAIL = 4096
 
 
 def unchanged(entry: Entry | None, size: int, mtime_ns: int) -> bool:
@@ -44,29 +40,14 @@ def unchanged(entry: Entry | None, size: int, mtime_ns: int) -> bool:
 
 
 def same_content(entry: Entry | None, size: int, sha256: str) -> bool:
-    return entry is not None and entry.size == size and entry.sha256 == sha256
+    return entry is not None and bool(entry.sha256) and entry.size == size \
+        and entry.sha256 == sha256
 
 
-def copy_aside(src: Path, dst: Path) -> Snapshot:
-    """Copy `src` to `dst` and hash it in one pass.
-
-    The upload then reads `dst`, which nobody else writes, so a training script that
-    rewrites the file meanwhile cannot tear the upload. `changed_while_copying` says
-    whether the source moved under us (the copy may then mix old and new bytes).
-    """
-    before = os.stat(src)
-    digest = hashlib.sha256()
-    size = 0
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        while chunk := fin.read(_CHUNK):
-            digest.update(chunk)
-            fout.write(chunk)
-            size += len(chunk)
-    after = os.stat(src)
-    moved = (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns)
-    moved = moved or size != after.st_size
-    return Snapshot(dst, size, digest.hexdigest(), before.st_mtime_ns, moved)
+def tail_digest(fd: int, end: int) -> str:
+    """sha256 of the TAIL bytes of the open file `fd` before offset `end`."""
+    start = max(0, end - TAIL)
+    return hashlib.sha256(os.pread(fd, end - start, start)).hexdigest()
 
 
 class Manifest:
@@ -91,7 +72,8 @@ class Manifest:
                 data = json.loads(line)
                 self._entries[data["path"]] = Entry(
                     int(data["size"]), str(data["sha256"]), int(data["mtime_ns"]),
-                    float(data.get("uploaded_at", 0.0)),
+                    float(data.get("uploaded_at", 0.0)), int(data.get("parts", 0)),
+                    str(data.get("tail", "")),
                 )
             except (ValueError, KeyError, TypeError):
                 continue  # a torn last line from a crash: that file is uploaded again

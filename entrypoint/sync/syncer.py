@@ -1,12 +1,18 @@
 """Keep ./outputs and ./logs in the store while the script runs, and flush at the end.
 
     syncer = Syncer("s3://bucket/runs", run_id, "worker-0", owns_outputs=True, workdir=Path("/app"))
-    syncer.start()                      # watch + upload threads
+    syncer.start()                      # returns at once; watching starts in the background
     syncer.publish_record(record)       # at every status change (returns at once;
                                         # a final status is uploaded by close(), last)
     report = syncer.close()             # bounded final flush; report.missing = what stayed local
 
-Files are uploaded from a private copy once their writer closed them (inotify's
+`start()` only makes ./outputs and ./logs and returns: importing fsspec, watchdog and
+the store's backend, the first scan and the upload threads come up in a background
+thread while the script already runs. The watch is in place before the first scan,
+so a file the script wrote in that window is found by the scan or reported by an
+event (inotify reports the close of a file opened before the watch began).
+
+Files are uploaded (read in place, see uploader.py) once their writer closed them (inotify's
 IN_CLOSE_WRITE) or renamed them into place, or once quiet for `settle` seconds (logs and
 TensorBoard event files stay open and grow; files moved in whole). An output that a
 writer still holds open waits for the close, or `output_settle` quiet seconds.
@@ -18,13 +24,14 @@ the run record (locally, and in the store if it can still be reached).
 from __future__ import annotations
 
 import hashlib
-import shutil
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..runrecord import (
     is_final,
@@ -33,17 +40,34 @@ from ..runrecord import (
     with_missing_uploads,
     write_record,
 )
-from .layout import AGENT_DIR, JOB_RECORD_KEY, check_name, remote_key, task_record_key
+from .layout import (
+    AGENT_DIR,
+    JOB_RECORD_KEY,
+    SYNCED_DIRS,
+    check_name,
+    remote_key,
+    task_record_key,
+)
 from .manifest import Manifest, unchanged
+from .openfiles import held_for_writing
 from .scheduler import Item, Scheduler, backoff
-from .store import Store, open_store
+from .store import check_backend, open_store, store_spec
 from .uploader import FAILED, GONE, UNSETTLED, UPLOADED, Outcome, Uploader, describe_error
-from .watcher import FolderWatcher, walk_files
+from .walk import walk_files
+
+if TYPE_CHECKING:  # watchdog and fsspec are imported in the background (see start())
+    from .store import Store
+    from .watcher import FolderWatcher
 
 RECORD = ":run-record:"
 """Run records travel through the same queue as `:run-record:<task>`; no file path
 starts with ':'."""
 _RECORD_SENT = "record"
+_BOOT_WAIT = 30.0
+"""Bound on waiting, at start, for a closed syncer of the same run and task whose
+uploads were still in flight (so its late writes cannot land after ours)."""
+_previous: dict[str, weakref.ref[Syncer]] = {}
+_previous_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -90,19 +114,24 @@ class Syncer:
         self.flush_timeout = flush_timeout
         self.rescan_every = rescan_every
         self._log = log
-        self.store: Store = open_store(dest_uri, env).child(run_id)
+        self._dest_uri = dest_uri
+        self._env = env
+        spec = store_spec(dest_uri, os.environ if env is None else env)  # ConfigError now
+        check_backend(spec)
+        self._uri = spec.uri
+        self.store: Store | None = None
+        """Opened by the background start (importing fsspec and the backend takes time)."""
         state = Path(state_dir) if state_dir else self.workdir / "logs" / AGENT_DIR
         # One manifest per (store, run, task): a different destination starts afresh.
-        tag = hashlib.sha256(f"{dest_uri}\0{run_id}\0{task}".encode()).hexdigest()[:12]
-        self.manifest = Manifest(state / f"manifest-{tag}.jsonl")
-        self._staging = state / f"staging-{tag}"
-        self._watcher = FolderWatcher(self.workdir, self._on_file)
-        self._uploader = Uploader(
-            self.store, self.manifest, self.workdir, self._staging,
-            lambda rel: remote_key(rel, self.task, self.owns_outputs),
-            settle=settle, output_settle=output_settle, snapshot_after=log_snapshot_after,
-            is_open=self._watcher.is_open,
-        )
+        self._tag = hashlib.sha256(f"{dest_uri}\0{run_id}\0{task}".encode()).hexdigest()[:12]
+        self.manifest = Manifest(state / f"manifest-{self._tag}.jsonl")
+        self._settings = dict(settle=settle, output_settle=output_settle,
+                              snapshot_after=log_snapshot_after)
+        self._watcher: FolderWatcher | None = None
+        self._uploader: Uploader | None = None
+        self._booted = threading.Event()
+        self._boot_thread: threading.Thread | None = None
+        self._boot_error = ""
         self.sched = Scheduler()
         self._n_workers = max(1, workers)
         self._threads: list[threading.Thread] = []
@@ -127,20 +156,60 @@ class Syncer:
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Watch ./outputs and ./logs and upload in the background. Idempotent."""
+        """Watch ./outputs and ./logs and upload in the background. Returns at once
+        (the folders exist when it returns); idempotent."""
         with self._lock:
             if self._started or self._report is not None:
                 return
             self._started = True
-        shutil.rmtree(self._staging, ignore_errors=True)  # copies left by a killed agent
-        # Made before watching, so no folder appears inside the watched tree later.
-        self._staging.mkdir(parents=True, exist_ok=True)
-        self._watcher.start()
-        self._scan()  # files written before we watched (or before a restart)
-        self._ensure_workers()
-        rescan = threading.Thread(target=self._rescan_loop, name="tfbuild-sync-rescan",
-                                  daemon=True)
-        rescan.start()
+        for top in SYNCED_DIRS:
+            (self.workdir / top).mkdir(parents=True, exist_ok=True)
+        self._boot_thread = threading.Thread(target=self._boot, args=(True,),
+                                             name="tfbuild-sync-start", daemon=True)
+        self._boot_thread.start()
+
+    def _boot(self, watch: bool) -> None:
+        try:
+            self._wait_for_predecessor()
+            from .watcher import FolderWatcher  # imports watchdog
+
+            self.store = open_store(self._dest_uri, self._env).child(self.run_id)
+            self._watcher = FolderWatcher(self.workdir, self._on_file)
+            self._uploader = Uploader(
+                self.store, self.manifest, self.workdir,
+                lambda rel: remote_key(rel, self.task, self.owns_outputs),
+                is_open=self._watcher.is_open, **self._settings,
+            )
+            if watch:
+                self._watcher.start()
+            self._scan(first=True)  # files written before we watched (or a restart)
+            self._ensure_workers()
+            if watch:
+                threading.Thread(target=self._rescan_loop, name="tfbuild-sync-rescan",
+                                 daemon=True).start()
+        except Exception as e:  # the run goes on; close() reports the files as missing
+            self._boot_error = describe_error(e)
+            self._log(f"tfbuild-agent: cannot start uploading to {self._uri} "
+                      f"({self._boot_error}); files stay in {self.workdir}")
+        finally:
+            self._booted.set()
+
+    def _wait_for_predecessor(self) -> None:
+        """A syncer of the same run and task closed earlier in this process (an agent
+        restarted in place) may still have an upload in flight that close() gave up
+        waiting for; let it end first, or its stale run record could land after ours."""
+        with _previous_lock:
+            ref = _previous.get(self._tag)
+            _previous[self._tag] = weakref.ref(self)
+        old = ref() if ref is not None else None
+        if old is None or old is self:
+            return
+        deadline = time.monotonic() + _BOOT_WAIT
+        for t in old._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in old._threads):
+            self._log(f"tfbuild-agent: an earlier upload to {self._uri} was still running "
+                      f"after {_BOOT_WAIT:g}s; starting anyway")
 
     def publish_record(self, record: dict[str, Any]) -> None:
         """Keep `record` locally and upload it as soon as possible (does not wait).
@@ -174,8 +243,20 @@ class Syncer:
             t0 = time.monotonic()
             deadline = t0 + self.flush_timeout
             self._deadline = deadline
-            self._watcher.stop(timeout=min(2.0, self.flush_timeout / 4))
-            self._scan()
+            if not self._started:
+                self._started = True
+                self._boot(watch=False)
+            elif not self._booted.wait(max(0.0, deadline - time.monotonic())):
+                self._log(f"tfbuild-agent: uploads to {self._uri} did not start within "
+                          f"{self.flush_timeout:g}s")
+            if self._watcher is not None:
+                self._watcher.stop(timeout=min(2.0, self.flush_timeout / 4))
+            if self._uploader is not None:
+                self._scan()
+                for rel in self.manifest.paths():  # logs in parts go up whole, once
+                    entry = self.manifest.get(rel)
+                    if entry is not None and entry.parts and (self.workdir / rel).exists():
+                        self.sched.mark(rel, closed=True)
             self.sched.close_all()
             self._ensure_workers()
             with self._lock:
@@ -210,7 +291,7 @@ class Syncer:
             if missing or not published:
                 where = local_record_path(self.workdir, self.task)
                 self._log(
-                    f"tfbuild-agent: {len(missing)} file(s) did not reach {self.store.uri} "
+                    f"tfbuild-agent: {len(missing)} file(s) did not reach {self._uri} "
                     f"within {self.flush_timeout:g}s; they stay in {self.workdir} and are "
                     f"listed under missing_uploads in {where}"
                     + ("" if published else " (the run record did not reach the store either)")
@@ -223,13 +304,21 @@ class Syncer:
         self.sched.mark(rel, closed=closed, settle=self._uploader.settle_for(rel),
                         max_wait=self._uploader.max_wait_for(rel))
 
-    def _scan(self) -> None:
-        """Queue every file whose size or mtime differs from what the store has."""
+    def _scan(self, first: bool = False) -> None:
+        """Queue every file whose size or mtime differs from what the store has.
+
+        `first`: the scan right after the watch began. An output the script wrote in
+        the moments before (its close came before the watch) and that no process holds
+        open for writing is complete: upload it now instead of after a quiet spell."""
+        now = time.time()
         for rel, st in walk_files(self.workdir):
             if not self.sched.holds(rel) and not unchanged(
                 self.manifest.get(rel), st.st_size, st.st_mtime_ns
             ):
-                self.sched.mark(rel, closed=False, settle=0.0)
+                closed = (first and rel.startswith("outputs/")
+                          and now - st.st_mtime_ns / 1e9 < self._settings["settle"]
+                          and held_for_writing(self.workdir / rel) is False)
+                self.sched.mark(rel, closed=closed, settle=0.0)
 
     def _rescan_loop(self) -> None:
         # A safety net for missed events (for example an inotify queue overflow).
@@ -238,6 +327,8 @@ class Syncer:
                 self._scan()
 
     def _ensure_workers(self) -> None:
+        if self._uploader is None:
+            return  # the store could not be opened: nothing can be uploaded
         with self._lock:
             while len(self._threads) < self._n_workers:
                 t = threading.Thread(target=self._work, name="tfbuild-upload", daemon=True)
@@ -260,7 +351,9 @@ class Syncer:
             return self._upload_record(item.rel[len(RECORD):])
         if self._records_only:
             return Outcome(GONE)  # already listed as missing: give the time to the records
-        return self._uploader.upload(item, now_wall=time.time(), now_mono=time.monotonic())
+        assert self._uploader is not None
+        return self._uploader.upload(item, now_wall=time.time(), now_mono=time.monotonic(),
+                                     final=self._deadline is not None)
 
     def _upload_record(self, task: str) -> Outcome:
         with self._lock:
@@ -269,6 +362,8 @@ class Syncer:
             return Outcome(_RECORD_SENT)
         record, version = outgoing
         data = record_json(record)
+        if self._stop.is_set() or self.store is None:
+            return Outcome(FAILED, "uploads ended")  # close() gave up: never write late
         try:
             self.store.put_bytes(data, task_record_key(task))
             if self.owns_outputs and task == self.task:
@@ -289,7 +384,7 @@ class Syncer:
                 first = not self._failing
                 self._failing.add(item.rel)
             if first:  # one line per outage, not one per retry
-                self._log(f"tfbuild-agent: uploading {item.rel} to {self.store.uri} failed "
+                self._log(f"tfbuild-agent: uploading {item.rel} to {self._uri} failed "
                           f"({outcome.error}); files stay local and are retried with back-off")
             self.sched.finish(item, retry_in=delay, error=outcome.error)
             return
@@ -304,7 +399,7 @@ class Syncer:
                          and self._failing == {item.rel})
             self._failing.discard(item.rel)
         if recovered:
-            self._log(f"tfbuild-agent: uploads to {self.store.uri} work again")
+            self._log(f"tfbuild-agent: uploads to {self._uri} work again")
         self.sched.finish(item)
 
     def _missing(self) -> list[dict[str, Any]]:
@@ -313,10 +408,13 @@ class Syncer:
         out: dict[str, dict[str, Any]] = {}
         for rel, st in walk_files(self.workdir):
             item = outstanding.get(rel)
-            if item is None and unchanged(self.manifest.get(rel), st.st_size, st.st_mtime_ns):
+            # A log whose parts are all in the store is there (readers join the parts),
+            # even when putting it up whole did not finish in time.
+            if unchanged(self.manifest.get(rel), st.st_size, st.st_mtime_ns):
                 continue
-            error = item.last_error if item and item.last_error else (
+            error = item.last_error if item and item.last_error else self._boot_error or (
                 f"not uploaded within the {self.flush_timeout:g}s flush bound"
             )
             out[rel] = {"path": rel, "bytes": st.st_size, "error": error}
         return [out[k] for k in sorted(out)]
+

@@ -10,9 +10,11 @@ someone still holds open (wait for the close) from one moved in whole (no open s
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from watchdog.events import (
@@ -29,35 +31,31 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from .layout import AGENT_DIR, SYNCED_DIRS, local_rel
+from .layout import SYNCED_DIRS, local_rel
+from .walk import walk_dir, walk_files
+
+__all__ = ["FolderWatcher", "walk_files"]
+
+# watchdog's own complaints are not the job's business (they would land in the job's
+# output next to the script's lines): a folder created while its parent is being added
+# registers the same callback twice (watchdog reuses the watch and warns), and stopping
+# the observer while its emitter blocks in a read logs an error. Both are harmless.
+warnings.filterwarnings("ignore", message=r"Callback with id .* already exists",
+                        category=RuntimeWarning)
+
+
+class _QuietStop(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_QuietStop())
 
 OnFile = Callable[[str, bool], None]
 """Called with (workdir-relative path, closed)."""
 
 _EVENTS = [FileClosedEvent, FileClosedNoWriteEvent, FileOpenedEvent, FileCreatedEvent,
            FileModifiedEvent, FileMovedEvent, DirCreatedEvent, DirMovedEvent]
-
-
-def walk_files(workdir: Path) -> Iterator[tuple[str, os.stat_result]]:
-    """(relative path, stat) of every synced file now under ./outputs and ./logs."""
-    for top in SYNCED_DIRS:
-        yield from _walk(workdir, workdir / top)
-
-
-def _walk(workdir: Path, top: Path) -> Iterator[tuple[str, os.stat_result]]:
-    for dirpath, dirnames, filenames in os.walk(top):
-        for name in filenames:
-            path = Path(dirpath) / name
-            rel = local_rel(path, workdir)
-            if rel is None:
-                continue
-            try:
-                st = path.stat()
-            except OSError:
-                continue  # vanished between listing and stat
-            yield rel, st
-        # Never descend into the agent's own state (manifest, staging copies).
-        dirnames[:] = [d for d in dirnames if Path(dirpath) / d != workdir / "logs" / AGENT_DIR]
 
 
 class _Handler(FileSystemEventHandler):
@@ -89,7 +87,7 @@ class _Handler(FileSystemEventHandler):
             # Files inside a directory moved in (or created before inotify added a watch
             # on the new directory) produce no events of their own: walk it.
             where = event.dest_path if isinstance(event, DirMovedEvent) else event.src_path
-            for rel, _ in _walk(self.workdir, Path(os.fsdecode(where))):
+            for rel, _ in walk_dir(self.workdir, Path(os.fsdecode(where))):
                 self.on_file(rel, isinstance(event, DirMovedEvent))
             return
         moved = isinstance(event, FileMovedEvent)

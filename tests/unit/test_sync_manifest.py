@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from tfbuild_agent.sync.manifest import Entry, Manifest, copy_aside, same_content, unchanged
+from tfbuild_agent.sync.manifest import Entry, Manifest, same_content, tail_digest, unchanged
 
 
 def test_record_survives_a_restart_and_the_last_line_wins(tmp_path) -> None:
@@ -37,13 +37,25 @@ def test_unchanged_and_same_content() -> None:
     assert same_content(e, 10, "ab") and not same_content(e, 10, "cd")
 
 
-def test_copy_aside_copies_and_hashes_in_one_pass(tmp_path) -> None:
-    src = tmp_path / "big.bin"
-    data = os.urandom(9 * 2**20 + 13)  # several chunks and a ragged end
-    src.write_bytes(data)
-    snap = copy_aside(src, tmp_path / "staging" / "copy")
-    assert snap.path.read_bytes() == data
-    assert snap.sha256 == hashlib.sha256(data).hexdigest()
-    assert snap.size == len(data)
-    assert snap.mtime_ns == src.stat().st_mtime_ns
-    assert not snap.changed_while_copying
+def test_a_content_hash_that_was_never_computed_never_matches() -> None:
+    assert not same_content(Entry(10, "", 555), 10, "")
+
+
+def test_log_parts_and_tail_survive_a_restart(tmp_path) -> None:
+    path = tmp_path / "m.jsonl"
+    Manifest(path).record("logs/x", Entry(5, "", 7, 1.0, parts=3, tail="t"))
+    assert Manifest(path).get("logs/x") == Entry(5, "", 7, 1.0, 3, "t")
+
+
+def test_tail_digest_looks_only_at_the_bytes_before_the_offset(tmp_path) -> None:
+    f = tmp_path / "log"
+    f.write_bytes(os.urandom(10000))
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        first = tail_digest(fd, 6000)
+        with open(f, "ab") as out:
+            out.write(b"more")
+        assert tail_digest(fd, 6000) == first
+        assert first == hashlib.sha256(f.read_bytes()[6000 - 4096:6000]).hexdigest()
+    finally:
+        os.close(fd)

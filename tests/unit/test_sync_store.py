@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
 
 import pytest
 
 from tfbuild_agent.errors import ConfigError
-from tfbuild_agent.sync.store import PARTIAL_MARK, open_store, store_spec
+from tfbuild_agent.sync.store import (
+    PARTIAL_MARK,
+    SourceChanged,
+    fold_parts,
+    open_store,
+    part_key,
+    split_part,
+    store_spec,
+)
 
 
 def test_s3_endpoint_prefers_tfbuild_variable_and_defaults_the_region() -> None:
@@ -96,3 +106,59 @@ def test_file_store_round_trip(tmp_path) -> None:
     assert store.files("nothing-here") == {} and store.listdir("nothing-here") == []
     leftovers = [p for p in (tmp_path / "dest").rglob("*") if PARTIAL_MARK in p.name]
     assert leftovers == []
+
+
+def test_put_stream_copies_big_files_in_the_kernel_and_hashes_when_asked(tmp_path) -> None:
+    store = open_store(f"file://{tmp_path}/dest").child("run-1")
+    src = tmp_path / "big.bin"
+    data = os.urandom(3 * 2**20 + 13)
+    src.write_bytes(data)
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        assert store.put_stream(fd, "outputs/big.bin", lambda: True, digest=False) == ""
+        sha = store.put_stream(fd, "outputs/hashed.bin", lambda: True)
+        store.put_stream(fd, "outputs/tail.bin", lambda: True, 13, start=3 * 2**20)
+    finally:
+        os.close(fd)
+    assert sha == hashlib.sha256(data).hexdigest()
+    assert store.read("outputs/big.bin") == data == store.read("outputs/hashed.bin")
+    assert store.read("outputs/tail.bin") == data[-13:]
+
+
+def test_a_source_that_changed_during_the_upload_is_never_committed(tmp_path) -> None:
+    store = open_store(f"file://{tmp_path}/dest").child("run-1")
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"x" * 1000)
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        with pytest.raises(SourceChanged):
+            store.put_stream(fd, "outputs/a.bin", lambda: False)
+    finally:
+        os.close(fd)
+    assert store.files() == {}
+    assert not list((tmp_path / "dest").rglob(f"*{PARTIAL_MARK}*"))
+
+
+def test_fold_parts_joins_a_log_up_to_its_first_gap_and_a_whole_file_wins() -> None:
+    listing = {
+        part_key("logs/a.log", 0): 5, part_key("logs/a.log", 5): 3,
+        part_key("logs/b.log", 0): 4, part_key("logs/b.log", 9): 1,  # a gap after 4
+        part_key("logs/c.log", 0): 2, "logs/c.log": 7,
+        "outputs/m.bin": 1,
+    }
+    folded, pieces = fold_parts(listing)
+    assert folded == {"logs/a.log": 8, "logs/b.log": 4, "logs/c.log": 7, "outputs/m.bin": 1}
+    assert [p[0] for p in pieces["logs/a.log"]] == [0, 5] and "logs/c.log" not in pieces
+    assert split_part(part_key("logs/x", 12)) == ("logs/x", 12) and split_part("logs/x") is None
+
+
+def test_a_log_in_parts_reads_and_downloads_as_one_file(tmp_path) -> None:
+    store = open_store(f"file://{tmp_path}/dest").child("run-1")
+    store.put_bytes(b"hello ", part_key("logs/t.log", 0))
+    store.put_bytes(b"world\n", part_key("logs/t.log", 6))
+    assert store.files() == {"logs/t.log": 12}
+    assert store.read("logs/t.log") == b"hello world\n"
+    assert store.read("logs/t.log", 4, 8) == b"o wo"
+    store.get_file("logs/t.log", tmp_path / "got")
+    assert (tmp_path / "got").read_bytes() == b"hello world\n"
+    assert len(store.parts_of("logs/t.log")) == 2

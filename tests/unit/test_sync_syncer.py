@@ -22,6 +22,7 @@ from tfbuild_agent.runrecord import (
     read_record,
     transition,
 )
+from tfbuild_agent.sync.store import open_store
 from tfbuild_agent.sync.syncer import Syncer
 
 
@@ -53,6 +54,13 @@ class Env:
 
     def stored(self, key: str, run_id: str = "run-1") -> Path:
         return self.dest / run_id / key
+
+    def read(self, key: str, run_id: str = "run-1") -> bytes | None:
+        """The file as readers see it (a log still in parts is joined); None if absent."""
+        try:
+            return open_store(self.uri).child(run_id).read(key)
+        except FileNotFoundError:
+            return None
 
 
 @pytest.fixture
@@ -88,10 +96,10 @@ def test_an_open_log_appears_once_quiet_and_again_when_it_grows(env: Env) -> Non
     try:
         log.write("epoch 1\n")
         log.flush()
-        wait_for(lambda: env.stored("logs/train.log").exists(), what="open log uploaded")
+        wait_for(lambda: env.read("logs/train.log") == b"epoch 1\n", what="open log uploaded")
         log.write("epoch 2\n")
         log.flush()
-        wait_for(lambda: env.stored("logs/train.log").read_text() == "epoch 1\nepoch 2\n",
+        wait_for(lambda: env.read("logs/train.log") == b"epoch 1\nepoch 2\n",
                  what="grown log uploaded")
     finally:
         log.close()
@@ -112,7 +120,7 @@ def test_a_log_written_without_pause_is_uploaded_as_a_snapshot(env: Env) -> None
     t = threading.Thread(target=chatter)
     t.start()
     try:
-        wait_for(lambda: env.stored("logs/busy.log").exists(), 4.0, "snapshot of a busy log")
+        wait_for(lambda: env.read("logs/busy.log"), 4.0, "snapshot of a busy log")
         assert t.is_alive()
     finally:
         stop.set()
@@ -138,7 +146,7 @@ def test_other_tasks_write_under_tasks_and_never_the_job_record(env: Env) -> Non
     (env.workdir / "outputs" / "part.txt").write_text("w1")
     (env.workdir / "logs" / "w1.log").write_text("hello")
     wait_for(lambda: env.stored("tasks/worker-1/outputs/part.txt").exists(), what="task output")
-    wait_for(lambda: env.stored("tasks/worker-1/logs/w1.log").exists(), what="task log")
+    wait_for(lambda: env.read("tasks/worker-1/logs/w1.log") is not None, what="task log")
     wait_for(lambda: env.stored("tasks/worker-1/run.json").exists(), what="task record")
     assert not env.stored("outputs").exists()
     assert not env.stored("run.json").exists()
