@@ -15,7 +15,13 @@ from .context import BuildContext, source_excludes
 from .credentials import ca_bundle_files, pip_conf_text
 from .engine import BuildResult, build_image, push_image
 from .engine_setup import engine_client
-from .render import TFBUILD_BASE_PREFIX, ImageLayers, image_layers, render_dockerfile
+from .render import (
+    TFBUILD_BASE_PREFIX,
+    ImageLayers,
+    horovod_patch_files,
+    image_layers,
+    render_dockerfile,
+)
 from .spec import BuildSpec
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -60,6 +66,8 @@ def prepare(spec: BuildSpec) -> PreparedBuild:
 
         add_conda_request(ctx, spec)
     layers = image_layers(spec, source_digest=source_digest, has_pip_conf=bool(conf))
+    for path, patch in horovod_patch_files(layers).items():
+        ctx.add_bytes(path, patch)
     dockerfile = render_dockerfile(layers)
     ctx.add_bytes("Dockerfile", dockerfile.encode())
     return PreparedBuild(ctx, layers, dockerfile)

@@ -30,6 +30,8 @@ CASES: dict[str, dict] = {
         "pip_packages": ["pandas"],
     },
     "mpi4py_only": {"distributed_backend": "mpi", "horovod": False, "node_count": 2},
+    # The default TensorFlow: Horovod from the patched sdist, with NCCL for the GPUs.
+    "mpi_horovod_gpu": {"distributed_backend": "mpi", "use_gpu": True, "node_count": 2},
     "custom_base": {
         "custom_docker_base_image": "registry.example.com/ml/ubuntu:22.04",
         "python_version": "3.10",
