@@ -17,7 +17,13 @@ from ..engine.setup import engine_client, image_attrs
 from ..spec import BuildSpec
 from .agent_bundle import add_agent
 from .context import BuildContext, source_excludes
-from .render import TFBUILD_BASE_PREFIX, ImageLayers, image_layers, render_dockerfile
+from .render import (
+    TFBUILD_BASE_PREFIX,
+    ImageLayers,
+    horovod_patch_files,
+    image_layers,
+    render_dockerfile,
+)
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 SPEC_LABEL = "io.tfbuild.spec"
@@ -63,6 +69,8 @@ def prepare(spec: BuildSpec) -> PreparedBuild:
 
         add_conda_request(ctx, spec)
     layers = image_layers(spec, source_digest=source_digest, has_pip_conf=bool(conf))
+    for path, patch in horovod_patch_files(layers).items():
+        ctx.add_bytes(path, patch)
     dockerfile = render_dockerfile(layers)
     ctx.add_bytes("Dockerfile", dockerfile.encode())
     return PreparedBuild(ctx, layers, dockerfile)

@@ -26,6 +26,7 @@ WORKDIR = "/app"
 TFBUILD_BASE_PREFIX = "tfbuild/debian:"
 PYTHON_OS_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 MPI_RUNTIME_PACKAGES = ("openmpi-bin",)
+HOROVOD_PATCH_CONTEXT = "tfbuild/patches/horovod"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,10 @@ class MpiLayer:
     horovod_version: str | None = None
     horovod_build_requirements: tuple[str, ...] = ()
     horovod_env: dict[str, str] = field(default_factory=dict)
+    horovod_patches: tuple[str, ...] = ()
+    """Applied to the sdist in this order; empty: the unpatched release from PyPI."""
+    horovod_cuda_keyring: str = ""
+    """GPU images: NVIDIA's apt keyring package, for nvcc and NCCL (build stage only)."""
 
 
 @dataclass(frozen=True)
@@ -174,13 +179,38 @@ def label_spec(spec: BuildSpec) -> dict[str, Any]:
 
 def _mpi_layer(spec: BuildSpec) -> MpiLayer:
     hvd = compat.horovod_for(spec.tensorflow_version) if spec.horovod else None
+    packages = compat.mpi_build_packages(horovod=hvd is not None)
+    env = dict(compat.horovod_build_env()) if hvd else {}
+    build = compat.horovod_build()
+    keyring = ""
+    if hvd and hvd.patches:
+        packages += build.patch_apt_packages
+    if hvd and spec.use_gpu:
+        cuda = compat.tf_release(spec.tensorflow_version).cuda
+        gpu_packages, gpu_env = build.gpu_for(cuda)
+        packages += gpu_packages
+        env |= gpu_env
+        keyring = build.gpu_cuda_keyring
     return MpiLayer(
         mpi4py=compat.mpi4py_requirement(),
-        build_packages=tuple(compat.mpi_build_packages(horovod=hvd is not None)),
+        build_packages=tuple(dict.fromkeys(packages)),
         horovod_version=hvd.version if hvd else None,
         horovod_build_requirements=tuple(compat.horovod_build_requirements()) if hvd else (),
-        horovod_env=dict(compat.horovod_build_env()) if hvd else {},
+        horovod_env=env,
+        horovod_patches=hvd.patches if hvd else (),
+        horovod_cuda_keyring=keyring,
     )
+
+
+def horovod_patch_files(layers: ImageLayers) -> dict[str, bytes]:
+    """Build-context path -> content of each Horovod patch the image applies."""
+    if not layers.mpi or not layers.mpi.horovod_patches:
+        return {}
+    folder = templates_dir() / "patches" / "horovod" / str(layers.mpi.horovod_version)
+    return {
+        f"{HOROVOD_PATCH_CONTEXT}/{name}": (folder / name).read_bytes()
+        for name in layers.mpi.horovod_patches
+    }
 
 
 def templates_dir() -> Path:

@@ -11,7 +11,7 @@ import functools
 import importlib.resources
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -47,6 +47,8 @@ class HorovodSupport:
     verified: bool
     reason: str | None
     """Why it is unsupported, or why it is unverified."""
+    patches: tuple[str, ...] = ()
+    """Files of base-images/patches/horovod/<version>/ applied to the sdist, in order."""
 
     @property
     def supported(self) -> bool:
@@ -82,6 +84,17 @@ class HorovodBuild:
     apt_packages: tuple[str, ...]
     pip_requirements: tuple[str, ...]
     """Installed before Horovod, which builds with --no-build-isolation."""
+    patch_apt_packages: tuple[str, ...] = ()
+    gpu_cuda_keyring: str = ""
+    gpu_apt_packages: tuple[str, ...] = ()
+    """With {cuda} / {cuda_dashed} for the release's CUDA row."""
+    gpu_env: Mapping[str, str] = field(default_factory=dict)
+
+    def gpu_for(self, cuda: str) -> tuple[tuple[str, ...], dict[str, str]]:
+        """GPU build packages and variables for one CUDA version ("12.5")."""
+        fill = {"cuda": cuda, "cuda_dashed": cuda.replace(".", "-")}
+        packages = tuple(p.format(**fill) for p in self.gpu_apt_packages)
+        return packages, {k: v.format(**fill) for k, v in self.gpu_env.items()}
 
 
 @dataclass(frozen=True)
@@ -262,6 +275,10 @@ def horovod_build_env() -> dict[str, str]:
     return dict(load_matrix().horovod_build.env)
 
 
+def horovod_build() -> HorovodBuild:
+    return load_matrix().horovod_build
+
+
 def conda_installer() -> str:
     return load_matrix().conda_installer
 
@@ -337,6 +354,7 @@ def _parse_matrix(data: Any, source: str) -> Matrix:
         suites[r.text(suite, "debian.suites")] = py
 
     hb = r.mapping(r.get(top, "horovod_build", "top level"), "horovod_build")
+    hb_gpu = r.mapping(hb.get("gpu", {}), "horovod_build.gpu")
     mpi4py = r.mapping(r.get(top, "mpi4py", "top level"), "mpi4py")
     default = r.text(r.get(top, "default_tensorflow", "top level"), "default_tensorflow")
     if default not in releases:
@@ -354,6 +372,16 @@ def _parse_matrix(data: Any, source: str) -> Matrix:
         ),
         conda_installer=r.text(r.get(top, "conda_installer", "top level"), "conda_installer"),
         horovod_build=HorovodBuild(
+            patch_apt_packages=_optional_texts(
+                r, hb, "patch_apt_packages", "horovod_build.patch_apt_packages"
+            ),
+            gpu_cuda_keyring=r.text(
+                hb_gpu.get("cuda_keyring", ""), "horovod_build.gpu.cuda_keyring"
+            ) if hb_gpu else "",
+            gpu_apt_packages=_optional_texts(
+                r, hb_gpu, "apt_packages", "horovod_build.gpu.apt_packages"
+            ),
+            gpu_env=r.text_map(hb_gpu.get("env", {}), "horovod_build.gpu.env"),
             env=r.text_map(r.get(hb, "env", "horovod_build"), "horovod_build.env"),
             apt_packages=r.texts(
                 r.get(hb, "apt_packages", "horovod_build"), "horovod_build.apt_packages"
@@ -369,6 +397,10 @@ def _parse_matrix(data: Any, source: str) -> Matrix:
             r.get(top, "tensorflow_distributions", "top level"), "tensorflow_distributions"
         ),
     )
+
+
+def _optional_texts(r: _Reader, data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    return r.texts(data[key], where) if key in data else ()
 
 
 def _parse_release(r: _Reader, version: str, entry: Any) -> TFRelease:
@@ -399,5 +431,6 @@ def _parse_release(r: _Reader, version: str, entry: Any) -> TFRelease:
             verified=hv_version is not None
             and r.flag(hv.get("verified", False), f"{where}.horovod.verified"),
             reason=reason,
+            patches=_optional_texts(r, hv, "patches", f"{where}.horovod.patches"),
         ),
     )

@@ -90,21 +90,54 @@ def test_debian_suite_for_python(python, suite):
     assert compat.debian_suite_for_python(python) == suite
 
 
-@pytest.mark.parametrize("tf", ["2.15", "2.16", "2.17", "2.18"])
+@pytest.mark.parametrize("tf", ["2.15", "2.16", "2.17", "2.18", "2.19", "2.20", "2.21"])
 def test_horovod_verified_releases(tf):
     support = compat.horovod_for(tf)
     assert support is not None
     assert (support.version, support.verified) == ("0.28.1", True)
 
 
+@pytest.mark.parametrize("tf", ["2.15", "2.16", "2.17", "2.18"])
+def test_horovod_builds_unpatched_where_it_can(tf):
+    assert compat.horovod_for(tf).patches == ()
+
+
 @pytest.mark.parametrize("tf", ["2.19", "2.20", "2.21"])
-def test_horovod_fails_on_newer_releases_with_a_reason(tf):
-    assert compat.horovod_for(tf) is None
-    assert "fails to compile" in compat.tf_release(tf).horovod.reason
+def test_horovod_is_patched_for_newer_releases(tf):
+    assert compat.horovod_for(tf).patches == ("0001-xla-ops-only-before-tf-2.19.patch",)
+
+
+def test_every_horovod_patch_exists_and_names_the_releases_it_is_for():
+    """A patch's header says which TF releases it fixes; compat.yaml applies it to
+    exactly those (and every file in the folder is applied somewhere)."""
+    m = compat.load_matrix()
+    folder = REPO / "base-images" / "patches" / "horovod"
+    used: dict[str, set[str]] = {}
+    for release in m.releases.values():
+        for name in release.horovod.patches:
+            path = folder / release.horovod.version / name
+            assert path.is_file(), f"{release.version} lists {name}, missing at {path}"
+            used.setdefault(str(path), set()).add(release.minor)
+    files = {str(p) for p in folder.glob("*/*.patch")}
+    assert set(used) == files, "a patch no release applies, or a listed patch missing"
+    for path, minors in used.items():
+        header = Path(path).read_text().split("\n--- a/", 1)[0]
+        assert "Fixes:" in header, path
+        line = next(x for x in header.splitlines() if x.startswith("TensorFlow:"))
+        assert {v.strip() for v in line.split(":", 1)[1].split(",")} == minors, path
 
 
 def test_horovod_tf_versions():
-    assert compat.load_matrix().horovod_tf_versions() == ["2.15.1", "2.16.2", "2.17.1", "2.18.1"]
+    assert compat.load_matrix().horovod_tf_versions() == [
+        "2.15.1", "2.16.2", "2.17.1", "2.18.1", "2.19.1", "2.20.0", "2.21.0"
+    ]
+
+
+def test_horovod_gpu_build_follows_the_cuda_row():
+    packages, env = compat.horovod_build().gpu_for("12.5")
+    assert "cuda-nvcc-12-5" in packages and "libnccl-dev" in packages
+    assert env["HOROVOD_GPU_OPERATIONS"] == "NCCL"
+    assert env["HOROVOD_CUDA_HOME"] == "/usr/local/cuda-12.5"
 
 
 def test_pip_requirements_cpu_legacy_keras():

@@ -30,6 +30,8 @@ CASES: dict[str, dict] = {
         "pip_packages": ["pandas"],
     },
     "mpi4py_only": {"distributed_backend": "mpi", "horovod": False, "node_count": 2},
+    # The default TensorFlow: Horovod from the patched sdist, with NCCL for the GPUs.
+    "mpi_horovod_gpu": {"distributed_backend": "mpi", "use_gpu": True, "node_count": 2},
     "custom_base": {
         "custom_docker_base_image": "registry.example.com/ml/ubuntu:22.04",
         "python_version": "3.10",
@@ -124,3 +126,16 @@ def test_credentials_reach_build_stages_only(project):
     # CA certificates are public and trusted in every stage (all start from `os`).
     os_stage = text[: text.index("FROM os AS tensorflow")]
     assert "update-ca-certificates" in os_stage
+
+
+def test_horovod_patches_reach_the_build_context_only_where_applied(project):
+    from tfbuild.image.build import prepare
+
+    patched = prepare(load_spec(project, {"entry_script": "train.py", **CASES["mpi_horovod_gpu"]}))
+    names = [p for p in patched.context.files if p.startswith("tfbuild/patches/")]
+    assert names == ["tfbuild/patches/horovod/0001-xla-ops-only-before-tf-2.19.patch"]
+    assert "COPY tfbuild/patches/horovod/ /tmp/tfbuild-horovod-patches/" in patched.dockerfile
+    assert "patch -p1 --forward" in patched.dockerfile
+    as_released = prepare(load_spec(project, {"entry_script": "train.py", **CASES["mpi_horovod"]}))
+    assert not [p for p in as_released.context.files if p.startswith("tfbuild/patches/")]
+    assert "patch -p1" not in as_released.dockerfile and "horovod==0.28.1" in as_released.dockerfile

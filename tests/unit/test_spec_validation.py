@@ -194,18 +194,45 @@ def test_unknown_keras_mode(proj):
 # Distribution
 
 
+def _horovod_fails_from(*versions: str) -> Matrix:
+    """The packaged matrix, with Horovod refused for these releases (every packaged
+    release builds Horovod now; the refusal stays for a release that would not)."""
+    data = yaml.safe_load(COMPAT_YAML.read_text())
+    for v in versions:
+        data["tensorflow"][v]["horovod"] = {"version": None, "reason": "fails to compile"}
+    return Matrix.from_mapping(data)
+
+
+def _refused(proj: Path, matrix: Matrix, **data) -> SpecError:
+    with pytest.raises(SpecError) as e:
+        spec_from_mapping({"entry_script": "train.py", **data}, proj, matrix=matrix)
+    return e.value
+
+
 def test_mpi_horovod_on_unsupported_tf(proj):
-    e = fails(proj, tensorflow_version="2.21", distributed_backend="mpi")
+    matrix = _horovod_fails_from("2.20.0", "2.21.0")
+    e = _refused(proj, matrix, tensorflow_version="2.21", distributed_backend="mpi")
     assert e.field == "distributed_backend"
     assert "Horovod cannot be built against TensorFlow 2.21.0" in str(e)
-    assert "2.15.1, 2.16.2, 2.17.1, 2.18.1" in e.fix
+    assert "2.18.1, 2.19.1" in e.fix
     assert "multiworker" in e.fix and "horovod: false" in e.fix
 
 
 def test_explicit_horovod_on_unsupported_tf_blames_horovod(proj):
-    e = fails(proj, tensorflow_version="2.19", distributed_backend="mpi", horovod=True)
+    matrix = _horovod_fails_from("2.19.1")
+    e = _refused(
+        proj, matrix, tensorflow_version="2.19", distributed_backend="mpi", horovod=True
+    )
     assert e.field == "horovod"
     assert "Horovod cannot be built against TensorFlow 2.19.1" in str(e)
+
+
+@pytest.mark.parametrize("tf", ["2.19", "2.20", "2.21"])
+def test_mpi_with_the_newer_releases_builds_horovod(proj, tf):
+    spec = spec_from_mapping(
+        {"entry_script": "train.py", "tensorflow_version": tf, "distributed_backend": "mpi"}, proj
+    )
+    assert spec.horovod
 
 
 def test_horovod_needs_the_mpi_backend(proj):

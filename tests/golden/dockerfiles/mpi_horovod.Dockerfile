@@ -24,10 +24,16 @@ RUN PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache
 RUN PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir -c /opt/tfbuild/venv/tfbuild-constraints.txt setuptools wheel packaging \
  && HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 MAKEFLAGS=-j2 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir --no-build-isolation --prefix /opt/tfbuild/layers/mpi -c /opt/tfbuild/venv/tfbuild-constraints.txt horovod==0.28.1
-# A step of its own, so a failing check keeps the compiled layer in the cache.
+# A step of its own, so a failing check keeps the compiled layer in the cache: Horovod
+# must have TensorFlow, MPI and Gloo, and allreduce across 2 local ranks.
 RUN export PATH=/opt/tfbuild/layers/mpi/bin:$PATH TF_CPP_MIN_LOG_LEVEL=2 \
- && horovodrun --check-build \
- && /opt/tfbuild/venv/bin/python -c 'import horovod, horovod.tensorflow as hvd; hvd.init(); print("horovod", horovod.__version__, "size", hvd.size())'
+ && horovodrun --check-build > /tmp/horovod-check.txt && cat /tmp/horovod-check.txt \
+ && grep -q '\[X\] TensorFlow' /tmp/horovod-check.txt \
+ && grep -q '\[X\] MPI' /tmp/horovod-check.txt \
+ && grep -q '\[X\] Gloo' /tmp/horovod-check.txt \
+ && mpirun --allow-run-as-root --oversubscribe -np 2 -bind-to none --mca btl self,vader,tcp --mca btl_vader_single_copy_mechanism none \
+    /opt/tfbuild/venv/bin/python -c 'import horovod, horovod.tensorflow as hvd, tensorflow as tf; hvd.init(); s = float(hvd.allreduce(tf.constant(hvd.rank() + 1.0), op=hvd.Sum)); print("horovod", horovod.__version__, "rank", hvd.rank(), "of", hvd.size(), "allreduce", s); assert (hvd.size(), s) == (2, 3.0), s' \
+ && rm /tmp/horovod-check.txt
 RUN /opt/tfbuild/venv/bin/python -c 'from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0])' \
  && /opt/tfbuild/venv/bin/pip freeze --exclude-editable | grep -v ' @ ' > /opt/tfbuild/layers/mpi/tfbuild-constraints.txt \
  && find /opt/tfbuild/layers/mpi -name __pycache__ -prune -exec rm -rf {} +

@@ -1,8 +1,10 @@
 """Horovod Keras training for the MPI backend tests: ranks start from different
 random weights, BroadcastGlobalVariablesCallback makes them equal, the
 DistributedOptimizer keeps them equal; every rank prints a digest of its final
-weights and rank 0 saves the model to ./outputs."""
+weights and rank 0 saves the model to ./outputs. `--fail-rank N`: rank N raises
+after hvd.init(), while the others wait for it in the initial broadcast."""
 
+import argparse
 import hashlib
 import json
 import os
@@ -11,8 +13,14 @@ import horovod.tensorflow.keras as hvd
 import numpy as np
 import tensorflow as tf
 
+parser = argparse.ArgumentParser()
+parser.add_argument("--fail-rank", type=int, default=-1)
+args = parser.parse_args()
+
 hvd.init()
 rank, size = hvd.rank(), hvd.size()
+if rank == args.fail_rank:
+    raise RuntimeError(f"rank {rank} fails on purpose")
 tf.random.set_seed(100 + rank)  # different initial weights on every rank
 
 data = np.random.default_rng(0)
