@@ -54,6 +54,13 @@ HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
         "prune`) or move its data-root to a larger disk, then build again.",
     ),
     (
+        re.compile(r"ResolutionImpossible|conflicting dependencies"),
+        "a pip package asks for versions that conflict with the image's pins (TensorFlow and "
+        "its dependencies, in /opt/tfbuild/venv/tfbuild-constraints.txt): user packages may "
+        "not replace them; pick versions compatible with the TensorFlow release "
+        "(--tf-version) instead.",
+    ),
+    (
         re.compile(r"No matching distribution found for (\S+)|Could not find a version that "
                    r"satisfies the requirement (\S+)"),
         "pip found no release of {0} for this image's Python and platform: check the name and "

@@ -79,6 +79,9 @@ def test_noise_is_not_meaningful():
      "pip index versions tfbuild-nope==1.0"),
     (["OSError: [Errno 28] No space left on device: '/opt/tfbuild/venv/x'"], "disk is full"),
     (["E: Unable to locate package libfoo"], "Debian has no package libfoo"),
+    (["ERROR: Cannot install numpy==1.26.4 because these package versions have conflicting "
+      "dependencies.", "ERROR: ResolutionImpossible: for help visit https://pip.pypa.io"],
+     "may not replace them"),
     (["some other failure"], None),
 ])
 def test_failure_hints(lines, expected):
