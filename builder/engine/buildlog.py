@@ -110,6 +110,21 @@ def failure_hint(lines: list[str], suite: str = "bookworm") -> str | None:
     return None
 
 
+def collapse_repeats(lines: list[str]) -> list[str]:
+    """Consecutive lines that differ only in numbers (pip's `Retrying (total=4)...`,
+    `total=3`, ...) shown once, the last of them, with how often it came."""
+    out: list[str] = []
+    shape = re.compile(r"\d+")
+    count = 0
+    for i, line in enumerate(lines):
+        count += 1
+        last = i + 1 == len(lines) or shape.sub("#", lines[i + 1]) != shape.sub("#", line)
+        if last:
+            out.append(line if count == 1 else f"{line}  (repeated {count} times)")
+            count = 0
+    return out
+
+
 def folded_pip(line: str) -> str | None:
     """`Successfully installed a-1 b-2 ...` -> `installed 2 packages: a-1 b-2`."""
     m = PIP_INSTALLED.match(clean(line))
@@ -153,7 +168,7 @@ class Step:
         return f"{self.head()}  {format_seconds(self.seconds(now))}{activity}"
 
     def tail(self, n: int = TAIL_LINES) -> list[str]:
-        return [clean(line) for line in self.output if meaningful(line)][-n:]
+        return collapse_repeats([clean(line) for line in self.output if meaningful(line)])[-n:]
 
 
 @dataclass

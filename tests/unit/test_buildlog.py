@@ -13,6 +13,7 @@ import pytest
 from tfbuild.engine.build import build_log_dir
 from tfbuild.engine.buildlog import (
     BuildLog,
+    collapse_repeats,
     failure_hint,
     failure_text,
     folded_pip,
@@ -87,6 +88,12 @@ def test_noise_is_not_meaningful():
 def test_failure_hints(lines, expected):
     hint = failure_hint(lines)
     assert (hint is None) if expected is None else (expected in hint)
+
+
+def test_repeated_lines_collapse():
+    lines = [f"WARNING: Retrying (Retry(total={n})) after SSLError" for n in (2, 1, 0)]
+    assert collapse_repeats(["a", *lines, "b"]) == [
+        "a", "WARNING: Retrying (Retry(total=0)) after SSLError  (repeated 3 times)", "b"]
 
 
 def test_pip_output_folds_to_what_it_installed():
