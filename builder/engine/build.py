@@ -44,10 +44,19 @@ def build_log_dir(env: Mapping[str, str] | None = None, home: Path | None = None
     return Path(env.get("XDG_STATE_HOME") or home / ".local" / "state") / "tfbuild" / "builds"
 
 
-def new_log_path(tag: str) -> Path:
+KEEP_LOGS = 50
+
+
+def new_log_path(tag: str, folder: Path | None = None, keep: int = KEEP_LOGS) -> Path:
+    """A new raw-log file for `tag`; the oldest beyond the last `keep` are removed."""
+    folder = folder or build_log_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    old = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime)
+    for path in old[: max(0, len(old) - keep + 1)]:
+        path.unlink(missing_ok=True)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", tag).strip("-") or "image"
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    return build_log_dir() / f"{slug}-{stamp}.log"
+    return folder / f"{slug}-{stamp}.log"
 
 
 class _LiveLine:

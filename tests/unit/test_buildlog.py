@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tfbuild.engine.build import build_log_dir
+from tfbuild.engine.build import build_log_dir, new_log_path
 from tfbuild.engine.buildlog import (
     BuildLog,
     collapse_repeats,
@@ -116,3 +116,12 @@ def test_durations_and_push_lines():
 def test_raw_logs_go_to_the_state_dir(tmp_path):
     assert build_log_dir({}, tmp_path) == tmp_path / ".local/state/tfbuild/builds"
     assert build_log_dir({"XDG_STATE_HOME": "/s"}, tmp_path) == Path("/s/tfbuild/builds")
+
+
+def test_only_the_latest_raw_logs_are_kept(tmp_path):
+    for i in range(5):
+        (tmp_path / f"old-{i}.log").write_text("x")
+        os.utime(tmp_path / f"old-{i}.log", (i, i))
+    path = new_log_path("localhost:5000/team/train:1", tmp_path, keep=3)
+    assert path.name.startswith("localhost-5000-team-train-1-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old-3.log", "old-4.log"]
