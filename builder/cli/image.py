@@ -120,8 +120,16 @@ def _load(kwargs: dict[str, Any]) -> Any:
 @click.option("--push", is_flag=True, help="Push to the tag's registry after building.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the image name.")
 @click.option("--no-cache", is_flag=True, help="Build every step again.")
+@click.option(
+    "--progress",
+    type=click.Choice(["auto", "plain"]),
+    default="auto",
+    help="plain: one line per step, no live line (for CI and logs).",
+)
 @handle_errors
-def image(tag: str | None, push: bool, quiet: bool, no_cache: bool, **kwargs: Any) -> None:
+def image(
+    tag: str | None, push: bool, quiet: bool, no_cache: bool, progress: str, **kwargs: Any
+) -> None:
     """Build a training image from SOURCE_DIRECTORY (extra args are baked script params)."""
     from ..errors import SpecError
     from ..image.build import build
@@ -132,7 +140,7 @@ def image(tag: str | None, push: bool, quiet: bool, no_cache: bool, **kwargs: An
     if problem:  # before anything is built
         raise SpecError("--tag", tag, problem, IMAGE_REF_FIX, COMMAND_LINE)
     spec = _load(kwargs)
-    built, _ = build(spec, tag=tag, push=push, quiet=quiet, nocache=no_cache)
+    built, _ = build(spec, tag=tag, push=push, quiet=quiet, nocache=no_cache, progress=progress)
     console.result(built)
 
 

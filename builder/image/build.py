@@ -13,6 +13,7 @@ from .. import console
 from ..credentials import ca_bundle_files, pip_conf_text
 from ..engine.bootstrap import base_image_exists, make_base_image
 from ..engine.build import BuildResult, build_image, push_image
+from ..engine.buildlog import format_seconds
 from ..engine.setup import engine_client, image_attrs
 from ..spec import BuildSpec
 from .agent_bundle import add_agent
@@ -88,6 +89,7 @@ def build(
     push: bool = False,
     quiet: bool = False,
     nocache: bool = False,
+    progress: str = "auto",
 ) -> tuple[str, BuildResult]:
     tag = tag or spec.tag or default_tag(spec)
     prepared = prepare(spec)
@@ -96,19 +98,34 @@ def build(
     if base.startswith(TFBUILD_BASE_PREFIX) and not base_image_exists(base):
         console.step(f"base image {base} is missing: making it offline with debootstrap")
         make_base_image(suite=base.removeprefix(TFBUILD_BASE_PREFIX), tag=base)
-    console.step(f"building {tag} ({len(prepared.context.files)} files in the context)")
-    result = build_image(client, prepared.context.tar_bytes(), tag, quiet=quiet, nocache=nocache)
+    if not quiet:
+        console.step(f"building {tag} ({len(prepared.context.files)} files in the context)")
+    suite = base.removeprefix(TFBUILD_BASE_PREFIX) if base.startswith(TFBUILD_BASE_PREFIX) else ""
+    result = build_image(
+        client,
+        prepared.context.tar_bytes(),
+        tag,
+        quiet=quiet,
+        nocache=nocache,
+        progress=progress,
+        suite=suite or "of your base image",
+    )
     size = client.images.get(tag).attrs.get("Size", 0)
     cache_note = (
         "every step came from the cache"
         if result.cached_steps >= result.steps - _from_count(prepared.dockerfile)
         else f"{result.cached_steps}/{result.steps} steps from the cache"
     )
-    console.step(f"built {tag} in {result.seconds:.1f} s ({cache_note}), {size / 1e6:.0f} MB")
+    if not quiet:
+        console.step(f"built {tag} in {format_seconds(result.seconds)} ({cache_note}), "
+                     f"{size / 1e6:.0f} MB")
+        console.note(f"full log: {result.log_path}")
     if push:
-        console.step(f"pushing {tag}")
-        digest = push_image(client, tag, quiet=quiet)
-        console.step(f"pushed {tag}@{digest}" if digest else f"pushed {tag}")
+        if not quiet:
+            console.step(f"pushing {tag}")
+        digest = push_image(client, tag, quiet=quiet, progress=progress)
+        if not quiet:
+            console.step(f"pushed {tag}@{digest}" if digest else f"pushed {tag}")
     return tag, result
 
 

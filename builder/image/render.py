@@ -82,6 +82,13 @@ class ImageLayers:
         return f"{VENV}/tfbuild-constraints.txt"
 
     @property
+    def tf_wheel(self) -> str:
+        """The wheel that holds the `tensorflow` module (extras dropped): a stage that
+        compiles against TensorFlow takes the C++ headers from it."""
+        name, _, version = self.tf_requirements[0].partition("==")
+        return f"{name.split('[')[0]}=={version}"
+
+    @property
     def pip_env(self) -> str:
         """Prefix for every pip call in build stages (credentials stay in those stages)."""
         conf = "PIP_CONFIG_FILE=/tmp/tfbuild-pip/pip.conf " if self.pip_conf else ""
@@ -239,6 +246,7 @@ def render_dockerfile(layers: ImageLayers) -> str:
         "conda": layers.conda,
         "constraints": layers.constraints,
         "pip_env": layers.pip_env,
+        "tf_wheel": layers.tf_wheel,
     }
     text = _environment().get_template("Dockerfile.j2").render(**context)
     return _squeeze_blank_lines(text)

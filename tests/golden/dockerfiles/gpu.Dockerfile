@@ -3,28 +3,30 @@
 # --- OS: the offline Debian base
 FROM tfbuild/debian:bookworm AS os
 
-# --- TensorFlow 2.21.0 (GPU: CUDA libraries from pip wheels) in /opt/tfbuild/venv
+# --- TensorFlow 2.21.0 (GPU: CUDA libraries from pip wheels) in /opt/tfbuild/venv, with bytecode, without C++ headers and tests
 FROM os AS tensorflow
 RUN python3 -m venv /opt/tfbuild/venv \
  && /opt/tfbuild/venv/bin/python -c 'import pathlib, sys, sysconfig; v = "%d.%d" % sys.version_info[:2]; pathlib.Path(sysconfig.get_path("purelib"), "tfbuild-layers.pth").write_text("".join(f"/opt/tfbuild/layers/{n}/lib/python{v}/site-packages\n" for n in ("mpi", "user", "conda")))' \
- && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir 'tensorflow[and-cuda]==2.21.0' 'tensorboard~=2.21.0' 'tf-keras~=2.21.0' \
+ && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir --no-compile 'tensorflow[and-cuda]==2.21.0' 'tensorboard~=2.21.0' 'tf-keras~=2.21.0' \
  && /opt/tfbuild/venv/bin/pip freeze --exclude-editable | grep -v ' @ ' > /opt/tfbuild/venv/tfbuild-constraints.txt \
- && find /opt/tfbuild/venv -name __pycache__ -prune -exec rm -rf {} +
+ && rm -rf /opt/tfbuild/venv/lib/python3*/site-packages/tensorflow/include \
+ && find /opt/tfbuild/venv -type d \( -name __pycache__ -o -name tests \) -prune -exec rm -rf {} + \
+ && (/opt/tfbuild/venv/bin/python -m compileall -qq -j0 --invalidation-mode unchecked-hash /opt/tfbuild/venv || true)
 
 # --- the tfbuild agent in its own venv, so its dependencies never meet the user's
 FROM os AS agent
 COPY tfbuild/agent/ /tmp/tfbuild-agent/
 RUN python3 -m venv /opt/tfbuild/agent \
- && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/agent/bin/pip install --no-cache-dir -r /tmp/tfbuild-agent/requirements.txt \
+ && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/agent/bin/pip install --no-cache-dir --no-compile -r /tmp/tfbuild-agent/requirements.txt \
  && cp -r /tmp/tfbuild-agent/tfbuild_agent "$(/opt/tfbuild/agent/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/" \
  && mkdir -p /opt/tfbuild/agent/cmd \
  && printf '#!/opt/tfbuild/agent/bin/python\nfrom tfbuild_agent.cli import main\nraise SystemExit(main())\n' > /opt/tfbuild/agent/cmd/tfbuild-agent \
  && chmod 755 /opt/tfbuild/agent/cmd/tfbuild-agent \
- && find /opt/tfbuild/agent -name __pycache__ -prune -exec rm -rf {} +
+ && find /opt/tfbuild/agent -type d \( -name __pycache__ -o -name tests \) -prune -exec rm -rf {} + \
+ && (/opt/tfbuild/agent/bin/python -m compileall -qq -j0 --invalidation-mode unchecked-hash /opt/tfbuild/agent || true)
 
-# --- the image: layers in cache order, then the agent, the source, and metadata
-FROM os
-COPY --from=tensorflow /opt/tfbuild/venv /opt/tfbuild/venv
+# --- the image: TensorFlow's layer extended in place, then the agent, the source, and metadata
+FROM tensorflow
 COPY --from=agent /opt/tfbuild/agent /opt/tfbuild/agent
 WORKDIR /app
 COPY src/ /app/

@@ -6,14 +6,16 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openmpi-bin \
  && rm -rf /var/lib/apt/lists/*
 
-# --- TensorFlow 2.18.1 (CPU) in /opt/tfbuild/venv
+# --- TensorFlow 2.18.1 (CPU) in /opt/tfbuild/venv, with bytecode, without C++ headers and tests
 FROM os AS tensorflow
 RUN python3 -m venv /opt/tfbuild/venv \
  && /opt/tfbuild/venv/bin/python -c 'import pathlib, sys, sysconfig; v = "%d.%d" % sys.version_info[:2]; pathlib.Path(sysconfig.get_path("purelib"), "tfbuild-layers.pth").write_text("".join(f"/opt/tfbuild/layers/{n}/lib/python{v}/site-packages\n" for n in ("mpi", "user", "conda")))' \
- && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir tensorflow-cpu==2.18.1 'tensorboard>=2.18,<2.19' \
- && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir --no-deps 'tf-keras~=2.18.0' \
+ && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir --no-compile tensorflow-cpu==2.18.1 'tensorboard>=2.18,<2.19' \
+ && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir --no-compile --no-deps 'tf-keras~=2.18.0' \
  && /opt/tfbuild/venv/bin/pip freeze --exclude-editable | grep -v ' @ ' > /opt/tfbuild/venv/tfbuild-constraints.txt \
- && find /opt/tfbuild/venv -name __pycache__ -prune -exec rm -rf {} +
+ && rm -rf /opt/tfbuild/venv/lib/python3*/site-packages/tensorflow/include \
+ && find /opt/tfbuild/venv -type d \( -name __pycache__ -o -name tests \) -prune -exec rm -rf {} + \
+ && (/opt/tfbuild/venv/bin/python -m compileall -qq -j0 --invalidation-mode unchecked-hash /opt/tfbuild/venv || true)
 
 # --- MPI: mpi4py + Horovod 0.28.1 (MPI + Gloo), built after TensorFlow into /opt/tfbuild/layers/mpi
 FROM tensorflow AS mpi
@@ -21,6 +23,9 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libopenmpi-dev python3-dev g++ cmake make \
  && rm -rf /var/lib/apt/lists/*
 RUN PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir --prefix /opt/tfbuild/layers/mpi -c /opt/tfbuild/venv/tfbuild-constraints.txt mpi4py==4.1.2
+RUN PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip download --no-cache-dir --no-deps --only-binary :all: -d /tmp/tf-wheel tensorflow-cpu==2.18.1 \
+ && /opt/tfbuild/venv/bin/python -c 'import glob, sysconfig, zipfile; z = zipfile.ZipFile(glob.glob("/tmp/tf-wheel/*.whl")[0]); z.extractall(sysconfig.get_path("purelib"), [n for n in z.namelist() if n.startswith("tensorflow/include/")])' \
+ && rm -rf /tmp/tf-wheel
 RUN PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir -c /opt/tfbuild/venv/tfbuild-constraints.txt setuptools wheel packaging \
  && HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 MAKEFLAGS=-j2 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir --no-build-isolation --prefix /opt/tfbuild/layers/mpi -c /opt/tfbuild/venv/tfbuild-constraints.txt horovod==0.28.1
@@ -36,29 +41,28 @@ RUN export PATH=/opt/tfbuild/layers/mpi/bin:$PATH TF_CPP_MIN_LOG_LEVEL=2 \
  && rm /tmp/horovod-check.txt
 RUN /opt/tfbuild/venv/bin/python -c 'from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0])' \
  && /opt/tfbuild/venv/bin/pip freeze --exclude-editable | grep -v ' @ ' > /opt/tfbuild/layers/mpi/tfbuild-constraints.txt \
- && find /opt/tfbuild/layers/mpi -name __pycache__ -prune -exec rm -rf {} +
-
-# --- user pip packages into /opt/tfbuild/layers/user, constrained so they cannot replace TensorFlow or Horovod
-FROM mpi AS user-packages
-RUN PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir --prefix /opt/tfbuild/layers/user -c /opt/tfbuild/layers/mpi/tfbuild-constraints.txt pandas \
- && find /opt/tfbuild/layers/user -name __pycache__ -prune -exec rm -rf {} +
+ && find /opt/tfbuild/layers/mpi -type d \( -name __pycache__ -o -name tests \) -prune -exec rm -rf {} + \
+ && (/opt/tfbuild/venv/bin/python -m compileall -qq -j0 --invalidation-mode unchecked-hash /opt/tfbuild/layers/mpi || true)
 
 # --- the tfbuild agent in its own venv, so its dependencies never meet the user's
 FROM os AS agent
 COPY tfbuild/agent/ /tmp/tfbuild-agent/
 RUN python3 -m venv /opt/tfbuild/agent \
- && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/agent/bin/pip install --no-cache-dir -r /tmp/tfbuild-agent/requirements.txt \
+ && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/agent/bin/pip install --no-cache-dir --no-compile -r /tmp/tfbuild-agent/requirements.txt \
  && cp -r /tmp/tfbuild-agent/tfbuild_agent "$(/opt/tfbuild/agent/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/" \
  && mkdir -p /opt/tfbuild/agent/cmd \
  && printf '#!/opt/tfbuild/agent/bin/python\nfrom tfbuild_agent.cli import main\nraise SystemExit(main())\n' > /opt/tfbuild/agent/cmd/tfbuild-agent \
  && chmod 755 /opt/tfbuild/agent/cmd/tfbuild-agent \
- && find /opt/tfbuild/agent -name __pycache__ -prune -exec rm -rf {} +
+ && find /opt/tfbuild/agent -type d \( -name __pycache__ -o -name tests \) -prune -exec rm -rf {} + \
+ && (/opt/tfbuild/agent/bin/python -m compileall -qq -j0 --invalidation-mode unchecked-hash /opt/tfbuild/agent || true)
 
-# --- the image: layers in cache order, then the agent, the source, and metadata
-FROM os
-COPY --from=tensorflow /opt/tfbuild/venv /opt/tfbuild/venv
+# --- the image: TensorFlow's layer extended in place, then the agent, the source, and metadata
+FROM tensorflow
 COPY --from=mpi /opt/tfbuild/layers/mpi /opt/tfbuild/layers/mpi
-COPY --from=user-packages /opt/tfbuild/layers/user /opt/tfbuild/layers/user
+# user pip packages into /opt/tfbuild/layers/user, constrained so they cannot replace TensorFlow or Horovod
+RUN PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir --no-compile --prefix /opt/tfbuild/layers/user -c /opt/tfbuild/layers/mpi/tfbuild-constraints.txt pandas \
+ && find /opt/tfbuild/layers/user -type d \( -name __pycache__ -o -name tests \) -prune -exec rm -rf {} + \
+ && (/opt/tfbuild/venv/bin/python -m compileall -qq -j0 --invalidation-mode unchecked-hash /opt/tfbuild/layers/user || true)
 COPY --from=agent /opt/tfbuild/agent /opt/tfbuild/agent
 WORKDIR /app
 COPY src/ /app/

@@ -6,13 +6,15 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openmpi-bin \
  && rm -rf /var/lib/apt/lists/*
 
-# --- TensorFlow 2.21.0 (GPU: CUDA libraries from pip wheels) in /opt/tfbuild/venv
+# --- TensorFlow 2.21.0 (GPU: CUDA libraries from pip wheels) in /opt/tfbuild/venv, with bytecode, without C++ headers and tests
 FROM os AS tensorflow
 RUN python3 -m venv /opt/tfbuild/venv \
  && /opt/tfbuild/venv/bin/python -c 'import pathlib, sys, sysconfig; v = "%d.%d" % sys.version_info[:2]; pathlib.Path(sysconfig.get_path("purelib"), "tfbuild-layers.pth").write_text("".join(f"/opt/tfbuild/layers/{n}/lib/python{v}/site-packages\n" for n in ("mpi", "user", "conda")))' \
- && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir 'tensorflow[and-cuda]==2.21.0' 'tensorboard~=2.21.0' 'tf-keras~=2.21.0' \
+ && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir --no-compile 'tensorflow[and-cuda]==2.21.0' 'tensorboard~=2.21.0' 'tf-keras~=2.21.0' \
  && /opt/tfbuild/venv/bin/pip freeze --exclude-editable | grep -v ' @ ' > /opt/tfbuild/venv/tfbuild-constraints.txt \
- && find /opt/tfbuild/venv -name __pycache__ -prune -exec rm -rf {} +
+ && rm -rf /opt/tfbuild/venv/lib/python3*/site-packages/tensorflow/include \
+ && find /opt/tfbuild/venv -type d \( -name __pycache__ -o -name tests \) -prune -exec rm -rf {} + \
+ && (/opt/tfbuild/venv/bin/python -m compileall -qq -j0 --invalidation-mode unchecked-hash /opt/tfbuild/venv || true)
 
 # --- MPI: mpi4py + Horovod 0.28.1 (MPI + Gloo + NCCL), built after TensorFlow into /opt/tfbuild/layers/mpi
 FROM tensorflow AS mpi
@@ -23,6 +25,9 @@ RUN python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libopenmpi-dev python3-dev g++ cmake make patch cuda-nvcc-12-5 cuda-cudart-dev-12-5 libnccl-dev libnccl2 \
  && rm -rf /var/lib/apt/lists/*
 RUN PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir --prefix /opt/tfbuild/layers/mpi -c /opt/tfbuild/venv/tfbuild-constraints.txt mpi4py==4.1.2
+RUN PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip download --no-cache-dir --no-deps --only-binary :all: -d /tmp/tf-wheel tensorflow==2.21.0 \
+ && /opt/tfbuild/venv/bin/python -c 'import glob, sysconfig, zipfile; z = zipfile.ZipFile(glob.glob("/tmp/tf-wheel/*.whl")[0]); z.extractall(sysconfig.get_path("purelib"), [n for n in z.namelist() if n.startswith("tensorflow/include/")])' \
+ && rm -rf /tmp/tf-wheel
 # Horovod 0.28.1 does not build against TensorFlow 2.21.0 as released: its sdist is
 # patched first (base-images/patches/horovod/0.28.1/, each patch says what it fixes).
 COPY tfbuild/patches/horovod/ /tmp/tfbuild-horovod-patches/
@@ -46,22 +51,23 @@ RUN export PATH=/opt/tfbuild/layers/mpi/bin:$PATH TF_CPP_MIN_LOG_LEVEL=2 CUDA_VI
  && rm /tmp/horovod-check.txt
 RUN /opt/tfbuild/venv/bin/python -c 'from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0])' \
  && /opt/tfbuild/venv/bin/pip freeze --exclude-editable | grep -v ' @ ' > /opt/tfbuild/layers/mpi/tfbuild-constraints.txt \
- && find /opt/tfbuild/layers/mpi -name __pycache__ -prune -exec rm -rf {} +
+ && find /opt/tfbuild/layers/mpi -type d \( -name __pycache__ -o -name tests \) -prune -exec rm -rf {} + \
+ && (/opt/tfbuild/venv/bin/python -m compileall -qq -j0 --invalidation-mode unchecked-hash /opt/tfbuild/layers/mpi || true)
 
 # --- the tfbuild agent in its own venv, so its dependencies never meet the user's
 FROM os AS agent
 COPY tfbuild/agent/ /tmp/tfbuild-agent/
 RUN python3 -m venv /opt/tfbuild/agent \
- && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/agent/bin/pip install --no-cache-dir -r /tmp/tfbuild-agent/requirements.txt \
+ && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/agent/bin/pip install --no-cache-dir --no-compile -r /tmp/tfbuild-agent/requirements.txt \
  && cp -r /tmp/tfbuild-agent/tfbuild_agent "$(/opt/tfbuild/agent/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/" \
  && mkdir -p /opt/tfbuild/agent/cmd \
  && printf '#!/opt/tfbuild/agent/bin/python\nfrom tfbuild_agent.cli import main\nraise SystemExit(main())\n' > /opt/tfbuild/agent/cmd/tfbuild-agent \
  && chmod 755 /opt/tfbuild/agent/cmd/tfbuild-agent \
- && find /opt/tfbuild/agent -name __pycache__ -prune -exec rm -rf {} +
+ && find /opt/tfbuild/agent -type d \( -name __pycache__ -o -name tests \) -prune -exec rm -rf {} + \
+ && (/opt/tfbuild/agent/bin/python -m compileall -qq -j0 --invalidation-mode unchecked-hash /opt/tfbuild/agent || true)
 
-# --- the image: layers in cache order, then the agent, the source, and metadata
-FROM os
-COPY --from=tensorflow /opt/tfbuild/venv /opt/tfbuild/venv
+# --- the image: TensorFlow's layer extended in place, then the agent, the source, and metadata
+FROM tensorflow
 COPY --from=mpi /opt/tfbuild/layers/mpi /opt/tfbuild/layers/mpi
 COPY --from=agent /opt/tfbuild/agent /opt/tfbuild/agent
 WORKDIR /app

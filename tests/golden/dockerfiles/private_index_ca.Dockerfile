@@ -8,35 +8,39 @@ ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \
     SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 
-# --- TensorFlow 2.21.0 (CPU) in /opt/tfbuild/venv
+# --- TensorFlow 2.21.0 (CPU) in /opt/tfbuild/venv, with bytecode, without C++ headers and tests
 FROM os AS tensorflow
 COPY tfbuild/pip/ /tmp/tfbuild-pip/
 RUN python3 -m venv /opt/tfbuild/venv \
  && /opt/tfbuild/venv/bin/python -c 'import pathlib, sys, sysconfig; v = "%d.%d" % sys.version_info[:2]; pathlib.Path(sysconfig.get_path("purelib"), "tfbuild-layers.pth").write_text("".join(f"/opt/tfbuild/layers/{n}/lib/python{v}/site-packages\n" for n in ("mpi", "user", "conda")))' \
- && PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CONFIG_FILE=/tmp/tfbuild-pip/pip.conf /opt/tfbuild/venv/bin/pip install --no-cache-dir tensorflow-cpu==2.21.0 'tensorboard~=2.21.0' \
- && PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CONFIG_FILE=/tmp/tfbuild-pip/pip.conf /opt/tfbuild/venv/bin/pip install --no-cache-dir --no-deps 'tf-keras~=2.21.0' \
+ && PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CONFIG_FILE=/tmp/tfbuild-pip/pip.conf /opt/tfbuild/venv/bin/pip install --no-cache-dir --no-compile tensorflow-cpu==2.21.0 'tensorboard~=2.21.0' \
+ && PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CONFIG_FILE=/tmp/tfbuild-pip/pip.conf /opt/tfbuild/venv/bin/pip install --no-cache-dir --no-compile --no-deps 'tf-keras~=2.21.0' \
  && /opt/tfbuild/venv/bin/pip freeze --exclude-editable | grep -v ' @ ' > /opt/tfbuild/venv/tfbuild-constraints.txt \
- && find /opt/tfbuild/venv -name __pycache__ -prune -exec rm -rf {} +
+ && rm -rf /opt/tfbuild/venv/lib/python3*/site-packages/tensorflow/include \
+ && find /opt/tfbuild/venv -type d \( -name __pycache__ -o -name tests \) -prune -exec rm -rf {} + \
+ && (/opt/tfbuild/venv/bin/python -m compileall -qq -j0 --invalidation-mode unchecked-hash /opt/tfbuild/venv || true)
 
-# --- user pip packages into /opt/tfbuild/layers/user, constrained so they cannot replace TensorFlow
+# --- user pip packages into /opt/tfbuild/layers/user, constrained so they cannot replace TensorFlow (a stage: pip.conf holds credentials)
 FROM tensorflow AS user-packages
 COPY tfbuild/pip/ /tmp/tfbuild-pip/
-RUN PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CONFIG_FILE=/tmp/tfbuild-pip/pip.conf /opt/tfbuild/venv/bin/pip install --no-cache-dir --prefix /opt/tfbuild/layers/user -c /opt/tfbuild/venv/tfbuild-constraints.txt internal-lib==1.0 \
- && find /opt/tfbuild/layers/user -name __pycache__ -prune -exec rm -rf {} +
+RUN PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CONFIG_FILE=/tmp/tfbuild-pip/pip.conf /opt/tfbuild/venv/bin/pip install --no-cache-dir --no-compile --prefix /opt/tfbuild/layers/user -c /opt/tfbuild/venv/tfbuild-constraints.txt internal-lib==1.0 \
+ && find /opt/tfbuild/layers/user -type d \( -name __pycache__ -o -name tests \) -prune -exec rm -rf {} + \
+ && (/opt/tfbuild/venv/bin/python -m compileall -qq -j0 --invalidation-mode unchecked-hash /opt/tfbuild/layers/user || true)
 
 # --- the tfbuild agent in its own venv, so its dependencies never meet the user's
 FROM os AS agent
 COPY tfbuild/agent/ /tmp/tfbuild-agent/
 COPY tfbuild/pip/ /tmp/tfbuild-pip/
 RUN python3 -m venv /opt/tfbuild/agent \
- && PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CONFIG_FILE=/tmp/tfbuild-pip/pip.conf /opt/tfbuild/agent/bin/pip install --no-cache-dir -r /tmp/tfbuild-agent/requirements.txt \
+ && PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CONFIG_FILE=/tmp/tfbuild-pip/pip.conf /opt/tfbuild/agent/bin/pip install --no-cache-dir --no-compile -r /tmp/tfbuild-agent/requirements.txt \
  && cp -r /tmp/tfbuild-agent/tfbuild_agent "$(/opt/tfbuild/agent/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/" \
  && mkdir -p /opt/tfbuild/agent/cmd \
  && printf '#!/opt/tfbuild/agent/bin/python\nfrom tfbuild_agent.cli import main\nraise SystemExit(main())\n' > /opt/tfbuild/agent/cmd/tfbuild-agent \
  && chmod 755 /opt/tfbuild/agent/cmd/tfbuild-agent \
- && find /opt/tfbuild/agent -name __pycache__ -prune -exec rm -rf {} +
+ && find /opt/tfbuild/agent -type d \( -name __pycache__ -o -name tests \) -prune -exec rm -rf {} + \
+ && (/opt/tfbuild/agent/bin/python -m compileall -qq -j0 --invalidation-mode unchecked-hash /opt/tfbuild/agent || true)
 
-# --- the image: layers in cache order, then the agent, the source, and metadata
+# --- the image: the layers built with credentials copied in, then the agent, the source, and metadata
 FROM os
 COPY --from=tensorflow /opt/tfbuild/venv /opt/tfbuild/venv
 COPY --from=user-packages /opt/tfbuild/layers/user /opt/tfbuild/layers/user
