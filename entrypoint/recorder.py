@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,10 +22,16 @@ from . import runrecord
 from .discovery.membership import Membership
 
 
-def run_id_for(run_id: str, token: str | None, membership: Membership) -> str:
-    """TFBUILD_RUN_ID if given, else one every node derives alike (hosts + job token)."""
+def run_id_for(
+    run_id: str, token: str | None, membership: Membership, launcher_job: str = ""
+) -> str:
+    """TFBUILD_RUN_ID if given, else one every node derives alike: from the outside
+    launcher's job id when srun or mpirun started one agent per process, else from the
+    hosts and the job token; a lone node's is its start time and PID."""
     if run_id:
         return run_id
+    if membership.process is not None and launcher_job:
+        return re.sub(r"[^A-Za-z0-9._-]", "-", launcher_job)
     if membership.node_count == 1:
         return time.strftime("run-%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
     seed = ",".join(membership.hosts) + (token or "")

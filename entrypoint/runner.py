@@ -122,7 +122,9 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
             the_plan, job, membership, script_args, env, workdir, python, log, settings
         )
 
-    run_id = run_id_for(settings.run_id, settings.job_token, membership)
+    run_id = run_id_for(
+        settings.run_id, settings.job_token, membership, settings.launcher_job
+    )
     argv = merge_script_params(job.script_params, script_args)
     control: ControlChannel | None = source.channel
     if control is None and (

@@ -74,7 +74,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("TFBUILD_MPIRUN_ARGS", "", "extra mpirun arguments"),
     Variable("TFBUILD_MPI_HOSTS", "set by the agent", "node list handed to each rank"),
     # run, signals, uploads
-    Variable("TFBUILD_RUN_ID", "derived", "the run's name in the store (`tfbuild run` sets it)"),
+    Variable("TFBUILD_RUN_ID", "derived",
+             "the run's name in the store (`tfbuild run` sets it; else the Slurm job.step or "
+             "the mpirun job when they start one agent per process, or from hosts + token)"),
     Variable("TFBUILD_GRACE_SECONDS", f"{DEFAULT_GRACE_SECONDS:g}",
              "seconds between the forwarded SIGTERM and the kill"),
     Variable("TFBUILD_UPLOAD_TO", "", "store URI for ./outputs, ./logs and run records"),
@@ -142,6 +144,9 @@ class AgentSettings:
     procs_per_node_explicit: bool = False
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     heartbeat_misses: int = DEFAULT_HEARTBEAT_MISSES
+    launcher_job: str = ""
+    """The outside launcher's id for this job (Slurm job.step, Open MPI's PMIx
+    namespace), the same in every process it started; empty when none."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AgentSettings:
@@ -161,7 +166,21 @@ class AgentSettings:
             heartbeat_misses=parse_int(
                 env, "TFBUILD_HEARTBEAT_MISSES", DEFAULT_HEARTBEAT_MISSES, minimum=1
             ),
+            launcher_job=launcher_job_id(env),
         )
+
+
+def launcher_job_id(env: Mapping[str, str]) -> str:
+    """What every process of one srun step or one mpirun shares: agents started one per
+    process derive the same run id from it instead of each making up its own."""
+    slurm_job = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
+    if slurm_job:
+        step = env.get("SLURM_STEP_ID") or env.get("SLURM_STEPID")
+        return f"slurm-{slurm_job}" + (f".{step}" if step else "")
+    for name in ("PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid", "PMI_JOBID"):
+        if env.get(name):
+            return f"mpi-{env[name]}"
+    return ""
 
 
 TABLE_BEGIN = "<!-- settings table: generated from entrypoint/settings.py VARIABLES -->"

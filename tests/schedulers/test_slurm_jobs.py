@@ -146,6 +146,21 @@ class TestAgentUnderSrun:
         check_multiworker(probes(out), job_id, 3)
         assert (workdir / "store" / f"slurm-{job_id}" / "outputs" / "rank-0.json").exists()
 
+    def test_tasks_without_a_run_id_share_one_derived_from_the_step(self, slurm, workdir):
+        # Each agent used to make up a time+PID id, so one job's uploads split into runs.
+        script = workdir / "no-run-id.sbatch"
+        script.write_text("#!/bin/bash\nsrun --kill-on-bad-exit=1 \"$AGENT\" run\n")
+        job_id = slurm.sbatch(script, workdir, ["--ntasks=3", "--overcommit"], [],
+                              venv_env(workdir, "multiworker"))
+        info = slurm.wait(job_id, JOB_TIMEOUT)
+        out = slurm.output(workdir, job_id)
+        assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), out
+        found = probes(out)
+        assert {p["TFBUILD_RUN_ID"] for p in found} == {f"slurm-{job_id}.0"}, out
+        runs = sorted(p.name for p in (workdir / "store").iterdir())
+        assert runs == [f"slurm-{job_id}.0"]
+        assert (workdir / "store" / runs[0] / "outputs" / "rank-0.json").exists()
+
     def test_mpi_backend_under_srun_mpi_pmi2(self, slurm, workdir):
         plugins = subprocess.run(["srun", "--mpi=list"], env=slurm.env, capture_output=True,
                                  text=True, timeout=30)
@@ -168,7 +183,7 @@ class TestAgentUnderSrun:
         job_id = self.submit(
             slurm, workdir, ["--ntasks=1", "--cpus-per-task=1", "--overcommit"],
             **venv_env(workdir, "mpi", SRUN_ARGS="--ntasks-per-node=1",
-                       TFBUILD_PROCS_PER_NODE="2", OMPI_MCA_ras="^slurm", OMPI_MCA_plm="^slurm"))
+                       TFBUILD_PROCS_PER_NODE="2"))
         info = slurm.wait(job_id, JOB_TIMEOUT)
         out = slurm.output(workdir, job_id)
         assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), out

@@ -100,6 +100,10 @@ def exported_names(
     return sorted(n for n in wanted - NOT_EXPORTED if n in env)
 
 
+SCHEDULER_COMPONENTS = ("slurm", "tm", "gridengine", "lsf")
+"""Open MPI's batch-system components (allocation and launch); absent ones are ignored."""
+
+
 def mpirun_argv(
     *,
     world_size: int,
@@ -119,6 +123,11 @@ def mpirun_argv(
         "--mca", "orte_abort_on_non_zero_status", "1",
         "--mca", "pml", "ob1", "--mca", "btl", "self,vader,tcp",
         "--mca", "btl_vader_single_copy_mechanism", "none",
+        # The agent owns the launch: inside a batch job (Slurm, PBS, SGE, LSF) Open MPI
+        # would take the allocation's slots as the limit and start its daemons through the
+        # scheduler instead of through the agents ("not enough slots available").
+        "--mca", "ras", "^" + ",".join(SCHEDULER_COMPONENTS),
+        "--mca", "plm", "^" + ",".join(SCHEDULER_COMPONENTS),
     ]
     if rsh_agent is not None:
         # No tree spawn: only mpirun launches (orteds hold no token). Attached: orted

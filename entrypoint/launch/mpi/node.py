@@ -43,7 +43,7 @@ def run_mpi_node(
     # A multi-node job refuses to run without a token (unless the network is trusted).
     multi = membership.node_count > 1
     token = job_token(env, membership.node_count) if multi else agent.job_token
-    run_id = run_id_for(agent.run_id, token, membership)
+    run_id = run_id_for(agent.run_id, token, membership, agent.launcher_job)
     if plan.mpi_launcher:
         from .launcher import run_launcher
 
