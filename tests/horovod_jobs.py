@@ -35,18 +35,24 @@ def run_job(client, image: str, nodes: int, timeout: float = JOB_TIMEOUT, **kwar
     `finished.job.cleanup()`."""
     job = LocalJob(new_job(image, nodes, **kwargs), client)
     job.start()
-    codes: list[int | None] = [None] * len(job.containers)
+    return FinishedJob(job, wait_all(job.containers, timeout))
+
+
+def wait_all(containers: list, timeout: float) -> list[int | None]:
+    """Every container's exit code, waited for side by side (None: still running after
+    `timeout` seconds)."""
+    codes: list[int | None] = [None] * len(containers)
 
     def wait(i: int) -> None:
         with contextlib.suppress(Exception):
-            codes[i] = int(job.containers[i].wait(timeout=timeout)["StatusCode"])
+            codes[i] = int(containers[i].wait(timeout=timeout)["StatusCode"])
 
     threads = [threading.Thread(target=wait, args=(i,)) for i in range(len(codes))]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout + 10)
-    return FinishedJob(job, codes)
+    return codes
 
 
 def tagged(log: str, marker: str) -> list[dict]:

@@ -11,14 +11,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 from datetime import datetime
 
 import pytest
 from helpers import REPO, build_project
-from horovod_jobs import check_keras_training, run_job, tagged
+from horovod_jobs import check_keras_training, run_job, tagged, wait_all
 
 from tfbuild.run.launch import JobLaunch, new_job
 from tfbuild.run.local import LocalJob
@@ -52,17 +50,7 @@ class Cluster:
     def run(self, timeout: float = JOB_TIMEOUT) -> list[int]:
         self.job.start()
         self.containers = self.job.containers
-        codes: list[int | None] = [None] * len(self.containers)
-
-        def wait(i: int) -> None:
-            with contextlib.suppress(Exception):
-                codes[i] = int(self.containers[i].wait(timeout=timeout)["StatusCode"])
-
-        threads = [threading.Thread(target=wait, args=(i,)) for i in range(len(codes))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout + 10)
+        codes = wait_all(self.containers, timeout)
         assert None not in codes, f"containers still running after {timeout} s:\n{self.logs()}"
         return [int(c) for c in codes if c is not None]
 
