@@ -12,12 +12,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .contract import BACKENDS, DEFAULT_CONTROL_PORT, DEFAULT_TF_PORT
 from .errors import ConfigError
 
 BAKED_JOB_PATH = Path("/etc/tfbuild/job.json")
-BACKENDS = ("none", "mpi", "ps", "multiworker")
-DEFAULT_PORT = 2222  # what TF tooling (Kubeflow's TFJob) uses for gRPC
-DEFAULT_CONTROL_PORT = 29400  # the agents' own rendezvous/control channel
 
 
 @dataclass(frozen=True)
@@ -32,7 +30,7 @@ class JobSpec:
     worker_count: int = 1
     parameter_server_count: int = 0
     use_gpu: bool = False
-    port: int = DEFAULT_PORT
+    port: int = DEFAULT_TF_PORT
     control_port: int = DEFAULT_CONTROL_PORT
     python: str = "/opt/tfbuild/venv/bin/python"
     workdir: str = "/app"
