@@ -122,7 +122,7 @@ def _target(kind: str, servers: dict[str, int]) -> StoreTarget:
 def test_a_run_uploads_from_its_container_and_reads_back_byte_identical(
     kind: str, upload_image: str, servers: dict[str, int], docker_client, tmp_path: Path
 ) -> None:
-    from tfbuild.runs_cli import runs
+    from tfbuild.cli.runs import runs
 
     target = _target(kind, servers)
     run_id = f"ctr-{kind}-{uuid.uuid4().hex[:6]}"
