@@ -299,8 +299,9 @@ def stage(items: Sequence[Input], workdir: Path, env: Mapping[str, str], log: Lo
                     f"file(s), {_mb(p.total)}); not fetched again")
                 paths[item.name] = _link(workdir, item, _target(folder, p), is_file)
                 continue
+            for stale in cache.glob(f"{key}.partial-*"):  # an agent killed mid-fetch;
+                shutil.rmtree(stale, ignore_errors=True)  # we hold the key's lock
             p.tmp = cache / f"{key}.partial-{os.getpid()}"
-            shutil.rmtree(p.tmp, ignore_errors=True)
             p.tmp.mkdir()
             pending.append(p)
             log(f"input {item.name}: fetching {item.uri} ({len(entries)} file(s), "
