@@ -121,22 +121,40 @@ def _stage_inputs(
 
 
 def _inputs_failed(
-    error: InputError, tasks: list[Task], recorder: TaskRecorder,
+    error: InputError, tasks: list[tuple[str, str, int]], recorder: TaskRecorder,
     control: ControlChannel | None, log: Any,
 ) -> int:
     """An input could not be made ready: every task of this node is recorded Failed with
     the reason (the script never started), the other nodes are told, and the agent exits."""
-    log(f"inputs: {error}")
     reason = f"input not ready: {error}"
-    for t in tasks:
-        recorder.status(t.name, t.role, t.rank, runrecord.FAILED, reason=reason)
+    for name, role, rank in tasks:
+        recorder.status(name, role, rank, runrecord.FAILED, reason=reason)
         if control is not None:
-            control.report(t.name, "failed", error.exit_code)
+            control.report(name, "failed", error.exit_code)
     if control is not None:
         control.close()
     recorder.close()
     log(f"job failed before the script started: {error}")
     return error.exit_code
+
+
+def _mpi_inputs_failed(
+    error: InputError, the_plan: Plan, membership: Membership, settings: AgentSettings,
+    workdir: Path, env: Mapping[str, str], log: Any,
+) -> int:
+    from .control.config import job_token
+
+    token = job_token(env, membership.node_count) if membership.node_count > 1 else (
+        settings.job_token)
+    launcher = bool(the_plan.mpi_launcher)
+    name, role = ("mpirun", "launcher") if launcher else (
+        f"mpi-node-{membership.node_rank}", "node")
+    recorder = TaskRecorder(
+        run_id_for(settings.run_id, token, membership, settings.launcher_job), name, launcher,
+        workdir, log, upload_to=settings.upload_to, store_env=env,
+    )
+    rank = 0 if launcher else membership.node_rank
+    return _inputs_failed(error, [(name, role, rank)], recorder, None, log)
 
 
 def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
@@ -159,8 +177,12 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
         from .launch.mpi.node import run_mpi_node
 
         # Every node gets the inputs before mpirun: the ranks read them at the same paths.
-        # A failure here ends this node; node 0's launcher reports the missing agent.
-        job = _stage_inputs(job, script_args, workdir, env, log)
+        # A failure ends this node with its record (the name run_mpi_node would give it);
+        # node 0's launcher then reports the agent that never came.
+        try:
+            job = _stage_inputs(job, script_args, workdir, env, log)
+        except InputError as e:
+            return _mpi_inputs_failed(e, the_plan, membership, settings, workdir, env, log)
 
         if source.channel is not None:  # MPI runs its own launch channel
             source.channel.close()
@@ -209,7 +231,8 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
     try:
         job = _stage_inputs(job, script_args, workdir, env, log)
     except InputError as e:
-        return _inputs_failed(e, the_plan.tasks, recorder, control, log)
+        tasks = [(t.name, t.role, t.rank) for t in the_plan.tasks]
+        return _inputs_failed(e, tasks, recorder, control, log)
     argv = merge_script_params(job.script_params, script_args)
 
     supervisor = Supervisor(
