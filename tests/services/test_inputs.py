@@ -98,11 +98,15 @@ def test_the_script_reads_its_inputs_and_a_rerun_uses_the_cache(
     else:
         assert "input vocab: file://" in first.stderr and "mounted in place" in first.stderr
 
+    markers = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*.json")}
+    assert len(markers) == (2 if store_target.name != "file" else 1)  # vocab too, if remote
     second, t2 = run_agent(tmp_path, store_target, job(store_target, stem), "run-2")
     assert second.returncode == 0, second.stderr
     assert f"folder {sorted(files)} {want}" in second.stdout
     assert "input data: " in second.stderr and "is in the node cache" in second.stderr
     assert "fetching" not in second.stderr
+    # Nothing was written to the cache: the same entries, untouched.
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*.json")} == markers
     print(f"\n{store_target.name}: first run {t1:.2f}s (fetch), rerun {t2:.2f}s (cache)")
 
     # A changed object is a new cache key: fetched again, and the script sees the change.
