@@ -52,24 +52,26 @@ def test_a_host_folder_given_at_run_time_is_read_by_the_script_and_cached(image,
     assert "JOB data=/app/inputs/data files=['a.txt', 'sub/b.bin']" in first.stdout
     assert "JOB a=alpha" in first.stdout
     assert "JOB vocab=/app/inputs/vocab/vocab.txt words" in first.stdout
-    assert "input data: fetching file:///mnt/tfbuild-inputs/data" in first.stderr
+    # The containers' output (the agent's log lines included) is on tfbuild run's stdout.
+    assert "input data: fetching file:///mnt/tfbuild-inputs/data" in first.stdout
     assert list((tmp_path / "cache" / "tfbuild" / "inputs").glob("*.json")), "cache on the host"
 
     again = tfbuild(*args, cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr
     assert "JOB a=alpha" in again.stdout
-    assert "is in the node cache" in again.stderr and "fetching" not in again.stderr
+    assert "is in the node cache" in again.stdout and "fetching" not in again.stdout
 
     printed = tfbuild(*args, "--print", cwd=tmp_path, env=env)
     assert f"-v {data}:/mnt/tfbuild-inputs/data:ro" in printed.stdout
-    assert "TFBUILD_INPUTS='data=file:///mnt/tfbuild-inputs/data " in printed.stdout
+    assert ("-e 'TFBUILD_INPUTS=data=file:///mnt/tfbuild-inputs/data "
+            "vocab=file:///mnt/tfbuild-inputs/vocab/vocab.txt'") in printed.stdout
 
 
 def test_the_baked_input_missing_fails_before_the_script_with_the_uri(image, tmp_path):
     done = tfbuild("run", image, "--upload-to", "runs", cwd=tmp_path,
                    env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert done.returncode == 2, done.stderr
-    assert "file:///baked/not/here does not exist" in done.stderr
+    assert "file:///baked/not/here does not exist" in done.stdout
     assert "JOB" not in done.stdout
     (run,) = (tmp_path / "runs").iterdir()
     record = json.loads((run / "run.json").read_text())
