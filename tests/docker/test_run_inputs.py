@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers import build_agent_image
+from test_run_store_credentials import moto_endpoint  # noqa: F401 - a fixture used here
 
 PROJECT = Path(__file__).parent / "projects" / "inputs-job"
 TFBUILD = str(Path(sys.executable).parent / "tfbuild")
@@ -82,3 +83,46 @@ def test_a_missing_host_path_starts_nothing(image, tmp_path):
     done = tfbuild("run", image, "--input", "data=./nope", cwd=tmp_path, env={})
     assert done.returncode == 1
     assert f"{tmp_path / 'nope'} does not exist on this host" in done.stderr
+
+
+S3_IMAGE = "tfbuild-test/run-inputs-s3:latest"
+S3_INPUT = {"name": "data", "uri": "s3://inputs/mnist", "mode": "download", "arg": True}
+
+
+@pytest.fixture(scope="module")
+def s3_inputs_image(docker_client, base_image) -> str:
+    return build_agent_image(
+        docker_client, S3_IMAGE, base_image, {"read.py": (PROJECT / "read.py").read_bytes()},
+        {"entry_script": "read.py", "script_params": ("--data", "${tfbuild.input.data}"),
+         "inputs": (S3_INPUT,), "distributed_backend": "multiworker", "node_count": 2},
+        {"distributed_backend": "multiworker", "node_count": 2, "use_gpu": False,
+         "upload_extras": ["s3"], "inputs": [S3_INPUT]},
+        store_extras=("s3",),
+    )
+
+
+@pytest.mark.services
+def test_two_nodes_read_an_s3_input_fetched_once_into_the_shared_host_cache(
+    s3_inputs_image, moto_endpoint, tmp_path  # noqa: F811 - the imported fixture
+):
+    """moto on docker0; both containers of the job share this host's input cache: one
+    fetches (under the cache key's lock), the other waits and uses the same entry."""
+    import boto3
+    from test_run_store_credentials import CREDS
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
+                      aws_access_key_id=CREDS["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=CREDS["AWS_SECRET_ACCESS_KEY"])
+    s3.create_bucket(Bucket="inputs")
+    s3.put_object(Bucket="inputs", Key="mnist/a.txt", Body=b"from s3\n")
+    s3.put_object(Bucket="inputs", Key="mnist/sub/b.bin", Body=os.urandom(8 << 20))
+    env = {**CREDS, "AWS_ENDPOINT_URL": moto_endpoint,
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = tfbuild("run", s3_inputs_image, "--upload-to", "runs", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("JOB a=from s3") == 2
+    assert done.stdout.count("JOB data=/app/inputs/data files=['a.txt', 'sub/b.bin']") == 2
+    assert done.stdout.count("input data: fetching s3://inputs/mnist") == 1, done.stdout
+    assert "is in the node cache" in done.stdout
+    assert "tfbuild-test-secret" not in json.dumps(
+        __import__("docker").from_env().images.get(s3_inputs_image).attrs)
