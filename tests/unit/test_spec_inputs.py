@@ -91,3 +91,12 @@ def test_bad_inputs_name_the_key_and_the_fix(proj, data, key, says, fix):
 
 def test_inputs_is_a_tfbuild_key_now(proj):
     assert spec(proj, inputs={}).inputs == ()
+
+
+def test_the_image_label_records_inputs_only_when_there_are_some(proj):
+    from tfbuild.image.render import label_spec
+
+    with_inputs = spec(proj, inputs={"d": "file:///data"})
+    assert label_spec(with_inputs)["inputs"] == [
+        {"name": "d", "uri": "file:///data", "mode": "download", "arg": False}]
+    assert "inputs" not in label_spec(spec(proj))
