@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,6 @@ class _Pending:
     key: str
     lock: Any = None
     tmp: Path | None = None
-    left: int = 0
-    done: threading.Event = field(default_factory=threading.Event)
 
     @property
     def total(self) -> int:
@@ -127,7 +125,7 @@ def _is_complete(folder: Path, entries: Sequence[Entry], is_file: bool, uri: str
     if not marker.is_file():
         return False
     for e in entries:
-        p = folder / (uri.rstrip("/").rsplit("/", 1)[-1] if is_file else e.rel)
+        p = folder / (_base(uri) if is_file else e.rel)
         try:
             if p.stat().st_size != e.size:
                 return False
