@@ -28,3 +28,13 @@ DEFAULT_GRACE_SECONDS = 30.0
 
 DEFAULT_FLUSH_TIMEOUT_SECONDS = 60.0
 """Bound on the final upload flush after the tasks end."""
+
+INPUT_MODES = ("download", "mount")
+"""How a data input reaches the script: `download` copies it into the node-local cache
+first; `mount` reads it in place where the store allows (file://), else downloads."""
+
+INPUT_PLACEHOLDER = "${{tfbuild.input.{name}}}"
+"""What a `{download: URI}` script param is baked as; the agent puts the local path there."""
+
+INPUTS_DIR = "inputs"
+"""Inputs appear under the working directory at inputs/<name> (/app/inputs/<name>)."""

@@ -37,3 +37,7 @@ class TopologyError(AgentError):
 class ProtocolError(AgentError):
     """A peer on an agent channel sent something that is not the protocol (garbage, an
     oversized line). Channels catch it and treat the connection as failed."""
+
+
+class InputError(AgentError):
+    """A data input could not be listed or fetched; the job stops before the script starts."""

@@ -35,10 +35,15 @@ class JobSpec:
     python: str = "/opt/tfbuild/venv/bin/python"
     workdir: str = "/app"
     environment: Mapping[str, str] = field(default_factory=dict)
+    inputs: tuple[Mapping[str, Any], ...] = ()
+    """Data inputs (name, uri, mode, arg); see inputs/plan.py. TFBUILD_INPUTS overrides."""
 
     def to_json(self) -> str:
         data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()}
         data["environment"] = dict(self.environment)
+        data["inputs"] = [dict(i) for i in self.inputs]
+        if not self.inputs:
+            del data["inputs"]  # images without inputs keep the job.json they had
         return json.dumps(data, indent=2, sort_keys=True)
 
 
@@ -66,6 +71,8 @@ def load_job(baked: Mapping[str, Any] | None, env: Mapping[str, str]) -> JobSpec
         )
     if "script_params" in data:
         data["script_params"] = tuple(str(a) for a in data["script_params"])
+    if "inputs" in data:
+        data["inputs"] = tuple(dict(i) if isinstance(i, Mapping) else i for i in data["inputs"])
     job = JobSpec(**data)
     for var, (name, conv) in _ENV_OVERRIDES.items():
         if var in env and env[var] != "":
@@ -80,6 +87,9 @@ def load_job(baked: Mapping[str, Any] | None, env: Mapping[str, str]) -> JobSpec
 
 
 def validate_job(job: JobSpec) -> JobSpec:
+    from .inputs.plan import from_job
+
+    from_job(job.inputs)
     if job.distributed_backend not in BACKENDS:
         raise ConfigError(
             f"distributed_backend {job.distributed_backend!r} is unknown; "

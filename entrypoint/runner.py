@@ -21,6 +21,8 @@ from .discovery.chain import describe as describe_sources
 from .discovery.chain import discover
 from .discovery.context import DiscoveryContext, log_to_stderr
 from .discovery.membership import Membership
+from .errors import InputError
+from .inputs import plan as inputs_plan
 from .jobspec import JobSpec, load_job, read_baked_job
 from .launch.command import entry_command, merge_script_params
 from .launch.gpus import device_for, processes_per_node, visible_gpus
@@ -98,12 +100,70 @@ def node_tasks(membership: Membership, job: JobSpec, settings: AgentSettings, ra
     return [(t.name, t.role, t.rank) for t in other.tasks]
 
 
+def _stage_inputs(
+    job: JobSpec, script_args: list[str], workdir: Path, env: Mapping[str, str], log: Any
+) -> JobSpec:
+    """Fetch or link the job's data inputs (TFBUILD_INPUTS over the baked ones); the
+    job comes back with their paths in its script params and TFBUILD_INPUT_<NAME>."""
+    declared = inputs_plan.effective(inputs_plan.from_job(job.inputs), env)
+    needed = inputs_plan.used(declared, merge_script_params(job.script_params, script_args))
+    if not needed:
+        return job
+    from .inputs.fetch import stage
+
+    paths = stage(needed, workdir, env, log)
+    return replace(
+        job,
+        script_params=tuple(inputs_plan.substitute(job.script_params, paths)),
+        environment={**job.environment,
+                     **{inputs_plan.env_name(n): p for n, p in paths.items()}},
+    )
+
+
+def _inputs_failed(
+    error: InputError, tasks: list[tuple[str, str, int]], recorder: TaskRecorder,
+    control: ControlChannel | None, log: Any,
+) -> int:
+    """An input could not be made ready: every task of this node is recorded Failed with
+    the reason (the script never started), the other nodes are told, and the agent exits."""
+    reason = f"input not ready: {error}"
+    for name, role, rank in tasks:
+        recorder.status(name, role, rank, runrecord.FAILED, reason=reason)
+        if control is not None:
+            control.report(name, "failed", error.exit_code)
+    if control is not None:
+        control.close()
+    recorder.close()
+    log(f"job failed before the script started: {error}")
+    return error.exit_code
+
+
+def _mpi_inputs_failed(
+    error: InputError, the_plan: Plan, membership: Membership, settings: AgentSettings,
+    workdir: Path, env: Mapping[str, str], log: Any,
+) -> int:
+    from .control.config import job_token
+
+    token = job_token(env, membership.node_count) if membership.node_count > 1 else (
+        settings.job_token)
+    launcher = bool(the_plan.mpi_launcher)
+    name, role = ("mpirun", "launcher") if launcher else (
+        f"mpi-node-{membership.node_rank}", "node")
+    recorder = TaskRecorder(
+        run_id_for(settings.run_id, token, membership, settings.launcher_job), name, launcher,
+        workdir, log, upload_to=settings.upload_to, store_env=env,
+    )
+    rank = 0 if launcher else membership.node_rank
+    return _inputs_failed(error, [(name, role, rank)], recorder, None, log)
+
+
 def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
     log = log_to_stderr
     settings = AgentSettings.from_env(env)
     gpus = visible_gpus(env, os.listdir("/dev") if os.path.isdir("/dev") else [])
     job = _with_gpus(_job(env), settings, gpus)
     workdir, python = _resolve_paths(job)
+    inputs_plan.effective(inputs_plan.from_job(job.inputs), env)  # a bad TFBUILD_INPUTS: now
     ctx = DiscoveryContext.from_environ(job, env)
     source = RendezvousSource()
     membership = discover(ctx, rendezvous=source)
@@ -116,6 +176,14 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
     if the_plan.backend == "mpi" and membership.process is None:
         from .launch.mpi.node import run_mpi_node
 
+        # Every node gets the inputs before mpirun: the ranks read them at the same paths.
+        # A failure ends this node with its record (the name run_mpi_node would give it);
+        # node 0's launcher then reports the agent that never came.
+        try:
+            job = _stage_inputs(job, script_args, workdir, env, log)
+        except InputError as e:
+            return _mpi_inputs_failed(e, the_plan, membership, settings, workdir, env, log)
+
         if source.channel is not None:  # MPI runs its own launch channel
             source.channel.close()
         return run_mpi_node(
@@ -125,7 +193,6 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
     run_id = run_id_for(
         settings.run_id, settings.job_token, membership, settings.launcher_job
     )
-    argv = merge_script_params(job.script_params, script_args)
     control: ControlChannel | None = source.channel
     if control is None and (
         membership.node_count > 1 and membership.process is None and settings.control
@@ -160,6 +227,13 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
         if node_rank is None or membership.node_rank != (1 if node_rank == 0 else 0):
             return
         recorder.lost(node_tasks(membership, job, settings, node_rank), f"lost: {reason}")
+
+    try:
+        job = _stage_inputs(job, script_args, workdir, env, log)
+    except InputError as e:
+        tasks = [(t.name, t.role, t.rank) for t in the_plan.tasks]
+        return _inputs_failed(e, tasks, recorder, control, log)
+    argv = merge_script_params(job.script_params, script_args)
 
     supervisor = Supervisor(
         [_device_env(t, gpus) for t in the_plan.tasks],

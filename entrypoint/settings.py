@@ -81,8 +81,18 @@ VARIABLES: tuple[Variable, ...] = (
              "seconds between the forwarded SIGTERM and the kill"),
     Variable("TFBUILD_UPLOAD_TO", "", "store URI for ./outputs, ./logs and run records"),
     Variable("TFBUILD_S3_ENDPOINT_URL", "", "S3-compatible endpoint for uploads (store client)"),
+    # data inputs (docs/inputs.md)
+    Variable("TFBUILD_INPUTS", "", "run-time input URIs, `NAME=URI` separated by spaces: "
+             "replace a baked input's URI or add one at inputs/NAME"),
+    Variable("TFBUILD_INPUT_CACHE", "/var/cache/tfbuild/inputs",
+             "node-local cache of downloaded inputs (mount it to keep them between runs)"),
+    Variable("TFBUILD_INPUT_<NAME>", "set by the agent",
+             "each input's local path, for the script (name upper-cased, other than A-Z 0-9 "
+             "-> _)"),
 )
 NAMES = frozenset(v.name for v in VARIABLES)
+PATTERNS = tuple(v.name.split("<", 1)[0] for v in VARIABLES if "<" in v.name)
+"""Prefixes of variable families such as TFBUILD_INPUT_<NAME>."""
 
 
 def parse_bool(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from tfbuild_agent.contract import BACKENDS, DEFAULT_GRACE_SECONDS
+from tfbuild_agent.inputs.fetch import DEFAULT_CACHE as DEFAULT_INPUT_CACHE
 
 from .. import console
 from ..errors import LaunchError
@@ -127,6 +128,10 @@ def _gpus(value: str | None) -> str | None:
               type=click.Path(dir_okay=False, path_type=Path), help="A file of NAME=VALUE lines.")
 @click.option("--volume", "-v", "volumes", multiple=True,
               help="HOST:CONTAINER[:ro] bind mount for every container (repeat).")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=URI",
+              help="Data for the script without rebuilding: replaces the URI of the image's "
+              "input NAME, or adds one at /app/inputs/NAME (repeat). file:// URIs and host "
+              "paths are mounted read-only; see docs/inputs.md.")
 @click.option("--gpus", help="GPUs per container: all, none, N, device=0,1 "
               "[default: all for images built with use_gpu].")
 @click.option("--shm-size", default=DEFAULT_SHM_SIZE, show_default=True,
@@ -148,7 +153,8 @@ def _gpus(value: str | None) -> str | None:
 def run(ctx: click.Context, image: str, nodes: int | None, backend: str | None,
         workers: int | None, ps_count: int | None, upload_to: str | None, no_upload: bool,
         discovery: str, env: tuple[str, ...], env_files: tuple[Path, ...],
-        volumes: tuple[str, ...], gpus: str | None, shm_size: str, cpus: float | None,
+        volumes: tuple[str, ...], inputs: tuple[str, ...], gpus: str | None, shm_size: str,
+        cpus: float | None,
         memory: str | None, grace: int, stop_timeout: int | None, detach: bool,
         print_only: bool) -> None:
     """Run IMAGE as a job of --nodes containers on this Docker engine.
@@ -162,6 +168,7 @@ def run(ctx: click.Context, image: str, nodes: int | None, backend: str | None,
     from ..engine.setup import engine_client, image_attrs
     from ..image.build import recorded_spec
     from ..run.destinations import prepare_host_dir, resolve_destination
+    from ..run.inputs import run_inputs
     from ..run.launch import new_job
     from ..run.local import LocalJob
     from ..run.store_access import store_access
@@ -193,6 +200,10 @@ def run(ctx: click.Context, image: str, nodes: int | None, backend: str | None,
                 "the ps backend uses it (add --backend ps, or drop the flag)"
             )
         given_env[key] = str(value)
+    data = run_inputs(inputs, recorded, host_env, home, cwd)
+    volumes_all: dict[str, Any] = {}
+    for m in [*mounts, *access.mounts, *data.mounts]:  # one mount per container path
+        volumes_all.setdefault(m.container, m)
     gpu_choice = _gpus(gpus if gpus is not None else ("all" if recorded.get("use_gpu") else None))
     launch = new_job(
         image,
@@ -200,11 +211,11 @@ def run(ctx: click.Context, image: str, nodes: int | None, backend: str | None,
         backend=backend,
         upload_to=dest.uri,
         script_args=tuple(ctx.meta.get("script_args", ())),
-        env=given_env,
-        host_env={**access.env, **forwarded},
+        env={**data.env, **given_env},
+        host_env={**access.env, **data.host_env, **forwarded},
         env_files=tuple(str(p) for p in env_files),
         file_env=file_env,
-        volumes=tuple([*mounts, *access.mounts]),
+        volumes=tuple(volumes_all.values()),
         discovery=discovery,
         grace=grace,
         gpus=gpu_choice,
@@ -217,6 +228,9 @@ def run(ctx: click.Context, image: str, nodes: int | None, backend: str | None,
         click.echo(launch.print_commands())
         return
     prepare_host_dir(dest)
+    for m in data.mounts:
+        if m.container == DEFAULT_INPUT_CACHE:  # the host's input cache: made, not left to
+            Path(m.host).mkdir(parents=True, exist_ok=True)  # dockerd (it would be root's)
     where = _where(dest, launch.run_id)
     console.step(where)
     job = LocalJob(launch, client)

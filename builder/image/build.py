@@ -49,6 +49,7 @@ def job_for(spec: BuildSpec) -> JobSpec:
         worker_count=spec.worker_count,
         parameter_server_count=spec.parameter_server_count,
         use_gpu=spec.use_gpu,
+        inputs=tuple(i.to_dict() for i in spec.inputs),
     )
 
 

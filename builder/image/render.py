@@ -177,6 +177,8 @@ def label_spec(spec: BuildSpec) -> dict[str, Any]:
     built from two checkouts gets the same label (and so the same cached last step)."""
     out = spec.to_dict()
     out["source_directory"] = spec.source_directory.name
+    if not out["inputs"]:
+        del out["inputs"]  # images without data inputs keep the label they had
     out["ca_certs"] = [Path(p).name for p in spec.ca_certs]
     out["conda_channels"] = [
         Path(c).name if c.startswith("/") else c for c in out["conda_channels"]

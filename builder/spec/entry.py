@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from . import inputs
 from .fields import Fields, did_you_mean, scalar_text
 
 _MODULE = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
@@ -83,6 +84,8 @@ def script_params(f: Fields) -> tuple[str, ...]:
     if isinstance(value, Mapping):
         return tuple(_params_from_mapping(f, value))
     if isinstance(value, Sequence) and not isinstance(value, str):
+        if any(inputs.is_input_value(v) for v in value):  # ['--data', {download: URI}]
+            return tuple(_params_from_list(f, value))
         return f.texts("script_params")
     raise f.fail(
         "script_params",
@@ -90,6 +93,18 @@ def script_params(f: Fields) -> tuple[str, ...]:
         f"{value!r} is neither a list of arguments nor a mapping",
         "write script_params: {'--batch-size': 50} or script_params: ['--batch-size', '50']",
     )
+
+
+def _params_from_list(f: Fields, params: Sequence[Any]) -> Iterator[str]:
+    for i, item in enumerate(params):
+        if inputs.is_input_value(item):
+            yield inputs.param_token(f, inputs.list_flag(params, i), item)
+            continue
+        text = scalar_text(item)
+        if text is None or not text.strip():
+            raise f.fail("script_params", item, f"the item {item!r} is not a single text value",
+                         "list plain values, or {download: URI} for a data input")
+        yield text.strip()
 
 
 def _params_from_mapping(f: Fields, params: Mapping[Any, Any]) -> Iterator[str]:
@@ -101,7 +116,10 @@ def _params_from_mapping(f: Fields, params: Mapping[Any, Any]) -> Iterator[str]:
                 f"the argument name {flag!r} is not text",
                 "quote it, e.g. '--epochs': 5",
             )
-        if value is True or value is None:  # a bare switch, as the estimator passes it
+        if inputs.is_input_value(value):  # {download: URI}: the agent puts the path here
+            yield flag
+            yield inputs.param_token(f, flag, value)
+        elif value is True or value is None:  # a bare switch, as the estimator passes it
             yield flag
         elif value is False:
             continue

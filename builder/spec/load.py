@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import CONFIG_NAME, SpecError
-from . import distribution, entry, packages, registries, runtime
+from . import distribution, entry, inputs, packages, registries, runtime
 from .compat import Matrix, load_matrix
 from .fields import Fields, did_you_mean
 from .model import AZURE_ONLY, ESTIMATOR_HINTS, KEYS, BuildSpec
@@ -104,6 +104,7 @@ def _validate(f: Fields, base_dir: Path, matrix: Matrix) -> BuildSpec:
     counts = distribution.counts(f, backend)
     keras = runtime.keras(f, matrix, release)
     horovod = distribution.horovod(f, matrix, backend, release, keras)
+    upload_extras = packages.upload_extras(f)
     return BuildSpec(
         source_directory=base,
         entry_script=entry_script,
@@ -128,8 +129,9 @@ def _validate(f: Fields, base_dir: Path, matrix: Matrix) -> BuildSpec:
         ca_certs=registries.ca_certs(f, base),
         trust_host_ca=f.flag("trust_host_ca", False),
         tag=registries.image_ref(f, "tag", registries.IMAGE_TAG),
-        upload_extras=packages.upload_extras(f),
+        upload_extras=upload_extras,
         keras=keras,
+        inputs=inputs.inputs(f, upload_extras),
         notes=tuple(f.notes),
     )
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from tfbuild_agent.inputs.plan import Input
+
 from ..credentials import redact_url
 
 
@@ -46,6 +48,8 @@ class BuildSpec:
     tag: str | None = None
     upload_extras: tuple[str, ...] = ()
     keras: str = "legacy"
+    inputs: tuple[Input, ...] = ()
+    """Data inputs: `{download: URI}` script params and the `inputs:` mapping."""
     notes: tuple[str, ...] = field(default=(), compare=False)
     """Warnings for the user (not part of the spec: left out of to_dict)."""
 
@@ -61,7 +65,10 @@ class BuildSpec:
             if isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, tuple):
-                value = [str(v) if isinstance(v, Path) else v for v in value]
+                value = [
+                    str(v) if isinstance(v, Path) else v.to_dict() if isinstance(v, Input) else v
+                    for v in value
+                ]
             elif isinstance(value, Mapping):
                 value = dict(value)
             out[f.name] = value
@@ -98,7 +105,6 @@ AZURE_ONLY = (
     "vm_size",
     "vm_priority",
     "use_docker",
-    "inputs",
     "shm_size",
     "resume_from",
     "max_run_duration_seconds",

@@ -131,3 +131,52 @@ def test_kill_9_of_node_1_fails_the_job_and_closes_every_record(tmp_path):
             if agent.poll() is None:
                 os.killpg(agent.pid, signal.SIGKILL)
             agent.wait()
+
+
+def test_file_inputs_are_fetched_into_the_cache_linked_and_passed_in_argv(tmp_path):
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.txt").write_text("alpha")
+    (data / "sub" / "b.txt").write_text("beta")
+    (tmp_path / "one.csv").write_text("x,y\n")
+    job = {"entry_script": "train.py",
+           "script_params": ["--data", "${tfbuild.input.data}"],
+           "inputs": [{"name": "data", "uri": f"file://{data}", "mode": "download", "arg": True}]}
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "job.json").write_text(json.dumps(job))
+    (work / "train.py").write_text(
+        "import os, sys, pathlib\n"
+        "d = pathlib.Path(sys.argv[2])\n"
+        "print('argv', sys.argv[1:])\n"
+        "print('read', (d / 'a.txt').read_text(), (d / 'sub' / 'b.txt').read_text())\n"
+        "print('env', os.environ['TFBUILD_INPUT_DATA'] == sys.argv[2])\n"
+        "print('one', pathlib.Path(os.environ['TFBUILD_INPUT_ONE_CSV']).read_text().strip())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TFBUILD_", "TF_CONFIG"))}
+    env.update({"TFBUILD_RUN_ID": "run-in", "TFBUILD_UPLOAD_TO": f"file://{tmp_path / 'store'}",
+                "TFBUILD_INPUT_CACHE": str(tmp_path / "cache"),
+                "TFBUILD_INPUTS": f"one_csv=file://{tmp_path / 'one.csv'}"})
+    agent = [sys.executable, "-c",
+             "import sys, json, pathlib; import tfbuild_agent.jobspec as j; "
+             "j.BAKED_JOB_PATH = pathlib.Path('job.json'); "
+             "j.read_baked_job.__defaults__ = (j.BAKED_JOB_PATH,); "
+             "from tfbuild_agent.cli import main; sys.exit(main(['run']))"]
+    first = subprocess.run(agent, cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert f"['--data', '{work}/inputs/data']" in first.stdout
+    assert "read alpha beta" in first.stdout and "env True" in first.stdout
+    assert "one x,y" in first.stdout
+    assert "input data: fetching" in first.stderr and "sizes verified" in first.stderr
+    again = subprocess.run(agent, cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "is in the node cache" in again.stderr and "fetching" not in again.stderr
+
+    (work / "job.json").write_text(json.dumps({**job, "inputs": [
+        {"name": "data", "uri": f"file://{tmp_path / 'nope'}", "mode": "download", "arg": True}]}))
+    failed = subprocess.run(agent, cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert failed.returncode != 0
+    assert f"file://{tmp_path / 'nope'} does not exist" in failed.stderr
+    assert "argv" not in failed.stdout
+    record = json.loads((tmp_path / "store" / "run-in" / "run.json").read_text())
+    assert record["status"] == "Failed" and "nope does not exist" in record["reason"]
