@@ -24,6 +24,7 @@ from .render import (
     horovod_patch_files,
     image_layers,
     render_dockerfile,
+    requirements_files,
 )
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -70,8 +71,8 @@ def prepare(spec: BuildSpec) -> PreparedBuild:
 
         add_conda_request(ctx, spec)
     layers = image_layers(spec, source_digest=source_digest, has_pip_conf=bool(conf))
-    for path, patch in horovod_patch_files(layers).items():
-        ctx.add_bytes(path, patch)
+    for path, data in {**horovod_patch_files(layers), **requirements_files(spec)}.items():
+        ctx.add_bytes(path, data)
     dockerfile = render_dockerfile(layers)
     ctx.add_bytes("Dockerfile", dockerfile.encode())
     return PreparedBuild(ctx, layers, dockerfile)
@@ -93,6 +94,9 @@ def build(
 ) -> tuple[str, BuildResult]:
     tag = tag or spec.tag or default_tag(spec)
     prepared = prepare(spec)
+    if not quiet:
+        for note in spec.notes:
+            console.note(note)
     client = engine_client()
     base = prepared.layers.base_image
     if base.startswith(TFBUILD_BASE_PREFIX) and not base_image_exists(base):

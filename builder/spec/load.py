@@ -15,6 +15,7 @@ from . import distribution, entry, packages, registries, runtime
 from .compat import Matrix, load_matrix
 from .fields import Fields, did_you_mean
 from .model import AZURE_ONLY, ESTIMATOR_HINTS, KEYS, BuildSpec
+from .requirements_files import ImageFacts
 from .yaml_reader import YamlSyntaxError, parse_yaml
 
 COMMAND_LINE = "command line"
@@ -104,6 +105,10 @@ def _validate(f: Fields, base_dir: Path, matrix: Matrix) -> BuildSpec:
     counts = distribution.counts(f, backend)
     keras = runtime.keras(f, matrix, release)
     horovod = distribution.horovod(f, matrix, backend, release, keras)
+    files = packages.dependency_files(
+        f, base, ImageFacts(release.version, python_version, matrix.is_tensorflow_distribution)
+    )
+    index_url, extra_index_urls = packages.index_urls(f, files)
     return BuildSpec(
         source_directory=base,
         entry_script=entry_script,
@@ -111,8 +116,8 @@ def _validate(f: Fields, base_dir: Path, matrix: Matrix) -> BuildSpec:
         tensorflow_version=release.version,
         python_version=python_version,
         pip_packages=packages.pip_packages(f, matrix),
-        conda_packages=packages.conda_packages(f, matrix),
-        conda_channels=packages.conda_channels(f, base),
+        conda_packages=packages.conda_packages(f, matrix) + files.conda_packages,
+        conda_channels=packages.conda_channels(f, base, files.conda_channels, files.conda_dir),
         apt_packages=packages.apt_packages(f),
         use_gpu=use_gpu,
         custom_docker_base_image=custom_base,
@@ -121,15 +126,19 @@ def _validate(f: Fields, base_dir: Path, matrix: Matrix) -> BuildSpec:
         environment_variables=MappingProxyType(runtime.environment_variables(f, matrix)),
         labels=MappingProxyType(runtime.labels(f)),
         horovod=horovod,
-        pip_index_url=registries.url(f, "pip_index_url", f.text("pip_index_url")),
-        pip_extra_index_urls=tuple(
-            registries.url(f, "pip_extra_index_urls", u) for u in f.texts("pip_extra_index_urls")
-        ),
+        pip_index_url=index_url,
+        pip_extra_index_urls=extra_index_urls,
         ca_certs=registries.ca_certs(f, base),
         trust_host_ca=f.flag("trust_host_ca", False),
         tag=registries.image_ref(f, "tag", registries.IMAGE_TAG),
         upload_extras=packages.upload_extras(f),
         keras=keras,
+        pip_requirements_file=files.pip_file,
+        conda_dependencies_file=files.conda_file,
+        pip_requirements=files.pip_requirements,
+        pip_constraints=files.pip_constraints,
+        max_run_duration_seconds=runtime.max_run_duration_seconds(f),
+        shm_size=runtime.shm_size(f),
         notes=tuple(f.notes),
     )
 

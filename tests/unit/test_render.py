@@ -45,7 +45,27 @@ CASES: dict[str, dict] = {
         "pip_packages": ["internal-lib==1.0"],
         "ca_certs": ["corp-ca.pem"],
     },
+    # The estimator's dependency files: flattened lists copied before the install.
+    "requirements_file": {"pip_requirements_file": "requirements.txt", "pip_packages": ["rich"]},
+    "environment_file": {"conda_dependencies_file": "environment.yml"},
 }
+REQUIREMENTS = """\
+-r requirements-base.txt
+-c constraints.txt
+tensorflow==2.21.*  # the image's own: skipped with a note
+pandas>=2.2
+"""
+ENVIRONMENT = """\
+name: proj
+channels: [conda-forge, defaults]
+dependencies:
+  - python=3.11
+  - zlib 1.3.*
+  - pip
+  - pip:
+      - --extra-index-url https://mirror.example.com/simple
+      - scikit-learn==1.5.2
+"""
 
 
 @pytest.fixture
@@ -54,6 +74,10 @@ def project(tmp_path: Path, monkeypatch) -> Path:
     src.mkdir()
     (src / "train.py").write_text("print('train')\n")
     (src / "corp-ca.pem").write_text(PEM)
+    (src / "requirements.txt").write_text(REQUIREMENTS)
+    (src / "requirements-base.txt").write_text("numpy\n")
+    (src / "constraints.txt").write_text("numpy<2.4\n")
+    (src / "environment.yml").write_text(ENVIRONMENT)
     monkeypatch.setenv("IDX_USER", "builder")
     monkeypatch.setenv("IDX_TOKEN", "t0k3n-render")
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc of this machine
