@@ -28,3 +28,13 @@ DEFAULT_GRACE_SECONDS = 30.0
 
 DEFAULT_FLUSH_TIMEOUT_SECONDS = 60.0
 """Bound on the final upload flush after the tasks end."""
+
+TIME_LIMIT_EXIT_CODE = 124
+"""The agent's exit code when max_run_duration_seconds stopped the job (as timeout(1))."""
+
+TIME_LIMIT_REASON = "time limit"
+"""How a run record's reason starts when max_run_duration_seconds stopped the job."""
+
+TIME_LIMIT_SKEW_SECONDS = 10.0
+"""A node whose limit is this close when another node reports a task canceled takes it
+as the same time limit (the nodes' clocks started within the rendezvous of each other)."""

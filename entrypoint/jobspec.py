@@ -37,6 +37,8 @@ class JobSpec:
     python: str = "/opt/tfbuild/venv/bin/python"
     workdir: str = "/app"
     environment: Mapping[str, str] = field(default_factory=dict)
+    max_run_duration_seconds: int | None = None
+    """The agent stops the tasks after this long (max_run_duration_seconds); None: no limit."""
 
     def to_json(self) -> str:
         data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()}
@@ -54,6 +56,7 @@ _ENV_OVERRIDES: dict[str, tuple[str, type]] = {
     "TFBUILD_PORT": ("port", int),
     "TFBUILD_CONTROL_PORT": ("control_port", int),
     "TFBUILD_ENTRY_SCRIPT": ("entry_script", str),
+    "TFBUILD_MAX_RUN_DURATION_SECONDS": ("max_run_duration_seconds", int),
 }
 
 
@@ -86,6 +89,11 @@ def validate_job(job: JobSpec) -> JobSpec:
         raise ConfigError(
             f"distributed_backend {job.distributed_backend!r} is unknown; "
             f"use one of {', '.join(BACKENDS)}"
+        )
+    limit = job.max_run_duration_seconds
+    if limit is not None and limit < 1:
+        raise ConfigError(
+            f"max_run_duration_seconds is {limit}; it must be at least 1 (unset it for no limit)"
         )
     for name in ("node_count", "process_count_per_node"):
         if getattr(job, name) < 1:

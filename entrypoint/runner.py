@@ -170,6 +170,7 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
         decisive_task=the_plan.decisive_task,
         servers_only=the_plan.servers_only,
         grace=settings.grace,
+        time_limit=job.max_run_duration_seconds,
         control=control,
         on_status=on_status,
         on_lost=on_lost,

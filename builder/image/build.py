@@ -50,6 +50,7 @@ def job_for(spec: BuildSpec) -> JobSpec:
         worker_count=spec.worker_count,
         parameter_server_count=spec.parameter_server_count,
         use_gpu=spec.use_gpu,
+        max_run_duration_seconds=spec.max_run_duration_seconds,
     )
 
 
