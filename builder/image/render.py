@@ -27,6 +27,9 @@ TFBUILD_BASE_PREFIX = "tfbuild/debian:"
 PYTHON_OS_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 MPI_RUNTIME_PACKAGES = ("openmpi-bin",)
 HOROVOD_PATCH_CONTEXT = "tfbuild/patches/horovod"
+SHM_SIZE_LABEL = "io.tfbuild.shm-size"
+"""The image's shm_size, for schedulers and `docker inspect` (tfbuild run reads it from
+the spec label)."""
 REQUIREMENTS_CONTEXT = "tfbuild/requirements"
 """The flattened dependency-file lists in the build context (requirements.txt,
 constraints.txt): the only files the user-package layer copies, so editing code
@@ -162,6 +165,7 @@ def image_layers(
         "io.tfbuild.version": __version__,
         "io.tfbuild.source-digest": source_digest,
         "io.tfbuild.spec": json.dumps(label_spec(spec), sort_keys=True, separators=(",", ":")),
+        **({SHM_SIZE_LABEL: spec.shm_size} if spec.shm_size else {}),
         **dict(spec.labels),
     }
     return ImageLayers(

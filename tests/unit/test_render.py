@@ -220,3 +220,10 @@ def test_horovod_patches_reach_the_build_context_only_where_applied(project):
     as_released = prepare(load_spec(project, {"entry_script": "train.py", **CASES["mpi_horovod"]}))
     assert not [p for p in as_released.context.files if p.startswith("tfbuild/patches/")]
     assert "patch -p1" not in as_released.dockerfile and "horovod==0.28.1" in as_released.dockerfile
+
+
+def test_shm_size_is_recorded_in_the_image(project):
+    text = render(project, {"shm_size": "4g"})
+    assert 'io.tfbuild.shm-size="4g"' in text
+    assert '\\"shm_size\\":\\"4g\\"' in text  # the spec label `tfbuild run` reads
+    assert "io.tfbuild.shm-size" not in render(project, {})
