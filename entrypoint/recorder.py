@@ -80,9 +80,11 @@ class TaskRecorder:
         exit_code: int | None = None,
         stderr_tail: str | None = None,
         reason: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Move `task`'s record to `status` (skipping Running for a task that never
-        started) and publish it; a final record never changes again."""
+        started) and publish it; a final record never changes again. `extra`: more
+        entries for the record (e.g. `onnx`, the export's summary)."""
         rec = self.records.get(task) or runrecord.new_record(self.run_id, task, role, rank)
         if runrecord.is_final(rec) or status == rec["status"]:
             return rec
@@ -91,6 +93,8 @@ class TaskRecorder:
         rec = runrecord.transition(
             rec, status, exit_code=exit_code, stderr_tail=stderr_tail, reason=reason
         )
+        if extra:
+            rec = {**rec, **extra}
         self.records[task] = rec
         self._publish(rec)
         return rec

@@ -41,6 +41,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("TFBUILD_ENTRY_SCRIPT", "baked", "the script (or -m module) each task runs"),
     Variable("TFBUILD_MAX_RUN_DURATION_SECONDS", "baked",
              "stop the tasks after this many seconds (run recorded Canceled: time limit)"),
+    Variable("TFBUILD_EXPORT_ONNX", "baked",
+             "0/1 or JSON {opset, model, fail_job}: rank 0 exports ./outputs' model to ONNX"),
     Variable("TFBUILD_PORT", "2222", "TensorFlow's gRPC port per task"),
     Variable("TFBUILD_CONTROL_PORT", "29400", "the agents' rendezvous/control channel port"),
     Variable("TFBUILD_PLACEMENT", "", "task placement, e.g. chief:0,worker:0,worker:1,ps:1"),

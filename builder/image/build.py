@@ -51,6 +51,7 @@ def job_for(spec: BuildSpec) -> JobSpec:
         parameter_server_count=spec.parameter_server_count,
         use_gpu=spec.use_gpu,
         max_run_duration_seconds=spec.max_run_duration_seconds,
+        export_onnx=dict(spec.export_onnx) if spec.export_onnx else None,
     )
 
 

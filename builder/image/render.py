@@ -178,7 +178,7 @@ def image_layers(
         tf_nodeps_requirements=nodeps,
         mpi=mpi,
         conda=conda,
-        pip_packages=spec.pip_packages,
+        pip_packages=spec.pip_packages + onnx_requirements(spec),
         pip_requirements=bool(spec.pip_requirements),
         pip_constraints=bool(spec.pip_constraints),
         apt_packages=spec.apt_packages,
@@ -187,6 +187,14 @@ def image_layers(
         env=env,
         labels=labels,
     )
+
+
+def onnx_requirements(spec: BuildSpec) -> tuple[str, ...]:
+    """tf2onnx and onnxruntime for export_onnx, as verified in compat.yaml (user layer:
+    they import the image's TensorFlow)."""
+    if not spec.export_onnx:
+        return ()
+    return tuple(compat.load_matrix().onnx_export[spec.tensorflow_version])
 
 
 def label_spec(spec: BuildSpec) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import CONFIG_NAME, SpecError
-from . import distribution, entry, packages, registries, runtime
+from . import distribution, entry, export, packages, registries, runtime
 from .compat import Matrix, load_matrix
 from .fields import Fields, did_you_mean
 from .model import AZURE_ONLY, ESTIMATOR_HINTS, KEYS, BuildSpec
@@ -139,8 +139,13 @@ def _validate(f: Fields, base_dir: Path, matrix: Matrix) -> BuildSpec:
         pip_constraints=files.pip_constraints,
         max_run_duration_seconds=runtime.max_run_duration_seconds(f),
         shm_size=runtime.shm_size(f),
+        export_onnx=_frozen(export.export_onnx(f, matrix, release)),
         notes=tuple(f.notes),
     )
+
+
+def _frozen(value: dict[str, Any] | None) -> Mapping[str, Any] | None:
+    return None if value is None else MappingProxyType(value)
 
 
 def _check_keys(f: Fields) -> None:

@@ -56,6 +56,8 @@ class BuildSpec:
     max_run_duration_seconds: int | None = None
     shm_size: str | None = None
     """Docker's --shm-size notation (e.g. 2g); the default `tfbuild run` uses."""
+    export_onnx: Mapping[str, Any] | None = field(default=None, hash=False)
+    """{opset, model, fail_job} when the agent exports the model to ONNX; None: it does not."""
     pip_requirements: tuple[str, ...] = field(default=(), metadata=DERIVED)
     """The requirement lines read from pip_requirements_file and the environment file's
     pip section, flattened (not a key: derived from the files)."""
