@@ -48,6 +48,8 @@ CASES: dict[str, dict] = {
     # The estimator's dependency files: flattened lists copied before the install.
     "requirements_file": {"pip_requirements_file": "requirements.txt", "pip_packages": ["rich"]},
     "environment_file": {"conda_dependencies_file": "environment.yml"},
+    # tf2onnx and onnxruntime join the user layer, pinned by compat.yaml.
+    "onnx_export": {"export_onnx": True, "pip_packages": ["scikit-learn"]},
 }
 REQUIREMENTS = """\
 -r requirements-base.txt
