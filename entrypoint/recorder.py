@@ -101,7 +101,7 @@ class TaskRecorder:
 
     def ended(
         self, task: str, role: str, rank: int, code: int, *, canceled: bool = False,
-        tail: str = "", reason: str = "",
+        tail: str = "", reason: str = "", extra: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The final status from an exit code: 0 Completed, else Failed (or Canceled)."""
         status = runrecord.CANCELED if canceled else (
@@ -109,7 +109,7 @@ class TaskRecorder:
         return self.status(
             task, role, rank, status, exit_code=code,
             stderr_tail=tail if status == runrecord.FAILED else None,
-            reason=reason if reason and status != runrecord.COMPLETED else None,
+            reason=reason if reason and status != runrecord.COMPLETED else None, extra=extra,
         )
 
     def lost(self, tasks: list[tuple[str, str, int]], reason: str) -> None:
@@ -150,9 +150,13 @@ class NodeTask:
     def running(self) -> None:
         self.recorder.status(self.task, self.role, self.rank, runrecord.RUNNING)
 
-    def finish(self, code: int, canceled: bool = False, tail: str = "", reason: str = "") -> None:
+    def finish(
+        self, code: int, canceled: bool = False, tail: str = "", reason: str = "",
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         """Final status, then the bounded final upload."""
         self.recorder.ended(
-            self.task, self.role, self.rank, code, canceled=canceled, tail=tail, reason=reason
+            self.task, self.role, self.rank, code, canceled=canceled, tail=tail, reason=reason,
+            extra=extra,
         )
         self.recorder.close()

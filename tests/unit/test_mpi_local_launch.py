@@ -164,3 +164,18 @@ def test_the_time_limit_stops_mpirun_and_every_node_records_canceled(
         record = json.loads(path.read_text())
         assert record["status"] == "Canceled", (node, record, out0, out1)
         assert record["reason"].startswith("time limit"), record
+
+
+def test_export_onnx_runs_on_the_launcher_node_after_mpirun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ranks save no model: node 0 records the failed export and, with fail_job,
+    fails; node 1 was told the job completed before the export started."""
+    monkeypatch.setenv("TFBUILD_EXPORT_ONNX", '{"fail_job": true}')
+    (code0, out0, _), (code1, out1, _) = run_job(tmp_path, [])
+    assert (code0, code1) == (1, 0), out0 + out1
+    assert "onnx: export failed: no model in ./outputs" in out0, out0
+    record = json.loads((tmp_path / "node0" / "logs" / ".tfbuild" / "run-mpirun.json").read_text())
+    assert record["status"] == "Failed", record
+    assert record["reason"].startswith("ONNX export failed: no model"), record
+    assert record["onnx"]["status"] == "failed"

@@ -101,7 +101,18 @@ def run_launcher(
     outcome = "canceled" if canceled else "completed" if code == 0 else "failed"
     log(f"mpi: job {outcome}: {message}")
     tell_agents(peers, settings.launch_port, token, JobResult(code, message), log)
-    record.finish(code, canceled, "\n".join(tail), reason=message)
+    extra = None
+    if code == 0 and job.export_onnx:
+        # Rank 0 runs on this node: its ./outputs is here. The other nodes were told
+        # already (they must not wait for the export).
+        from ...export.onnx_export import run_export
+
+        result = run_export(job.export_onnx, python, workdir, run_env, log)
+        extra = {"onnx": result.record}
+        if not result.ok and result.fail_job:
+            code, message = 1, f"ONNX export failed: {result.reason}"
+            log(f"mpi: job failed: {message} (export_onnx.fail_job)")
+    record.finish(code, canceled, "\n".join(tail), reason=message, extra=extra)
     return code
 
 
