@@ -151,13 +151,16 @@ model.save("outputs/model.keras")
 
 @pytest.mark.skipif(tf_python() is None, reason="set TFBUILD_TEST_TF_PYTHON to a Python with "
                     "tensorflow, tf2onnx and onnxruntime (the image's venv has them)")
-@pytest.mark.parametrize("legacy", ["1", "0"], ids=["tf-keras", "keras3"])
-def test_the_saved_model_is_converted_and_checked(tmp_path, legacy, monkeypatch):
+@pytest.mark.parametrize(("legacy", "saved"), [("1", ""), ("0", ""), ("1", "saved")],
+                         ids=["tf-keras", "keras3", "savedmodel"])
+def test_the_saved_model_is_converted_and_checked(tmp_path, legacy, saved, monkeypatch):
     monkeypatch.setenv("TF_USE_LEGACY_KERAS", legacy)
     work = tmp_path / "work"
     work.mkdir()
-    (work / "train.py").write_text(KERAS_SCRIPT)
-    done = run_agent(work, tf_python() or "", "1")
+    script = KERAS_SCRIPT + (f"tf.saved_model.save(model, 'outputs/{saved}')\n" if saved else "")
+    (work / "train.py").write_text(script)
+    options = json.dumps({"model": saved}) if saved else "1"
+    done = run_agent(work, tf_python() or "", options)
     assert done.returncode == 0, done.stderr[-3000:]
     rec = record(work)
     assert rec["status"] == "Completed"
@@ -166,4 +169,4 @@ def test_the_saved_model_is_converted_and_checked(tmp_path, legacy, monkeypatch)
     assert rec["onnx"]["max_abs_diff"] <= 1e-4
     assert (work / "outputs" / "model.onnx").stat().st_size > 1000
     report = json.loads((work / "outputs" / "onnx-report.json").read_text())
-    assert report["model"] == "outputs/model.keras" and report["tf2onnx"]
+    assert report["model"] == f"outputs/{saved or 'model.keras'}" and report["tf2onnx"]
