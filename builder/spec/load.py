@@ -206,6 +206,9 @@ def _absolutize_cli_paths(given: dict[str, Any], cwd: Path) -> dict[str, Any]:
     def absolute(p: Any) -> Any:
         return str(cwd / Path(p).expanduser()) if isinstance(p, str | Path) else p
 
+    for key in ("pip_requirements_file", "conda_dependencies_file"):
+        if isinstance(out.get(key), str | Path):
+            out[key] = absolute(out[key])
     if isinstance(out.get("ca_certs"), str | Path):
         out["ca_certs"] = [out["ca_certs"]]
     if isinstance(out.get("ca_certs"), Sequence):
