@@ -233,9 +233,8 @@ def test_build_context_copies_only_the_flattened_lists(proj):
     write(proj, "requirements.txt", "-r base.txt\n-c c.txt\n-i https://pypi.example.com/simple\n")
     write(proj, "base.txt", "numpy\n")
     write(proj, "c.txt", "numpy<3\n")
-    prepared = prepare(
-        load_spec(proj, {"entry_script": "train.py", "pip_requirements_file": "requirements.txt"})
-    )
+    write(proj, "tfbuild.yaml", "entry_script: train.py\npip_requirements_file: requirements.txt\n")
+    prepared = prepare(load_spec(proj))
     files = prepared.context.files
     assert files["tfbuild/requirements/requirements.txt"] == b"numpy\n"
     assert files["tfbuild/requirements/constraints.txt"] == b"numpy<3\n"
@@ -248,8 +247,10 @@ def test_build_context_copies_only_the_flattened_lists(proj):
 
 def test_a_code_edit_leaves_the_package_steps_unchanged(proj):
     write(proj, "requirements.txt", "numpy\n")
-    data = {"entry_script": "train.py", "pip_requirements_file": "requirements.txt"}
+    # On the command line the path is relative to the working directory.
+    data = {"entry_script": "train.py", "pip_requirements_file": str(proj / "requirements.txt")}
     before = prepare(load_spec(proj, data))
+    assert before.layers.pip_requirements
     (proj / "train.py").write_text("print('edited')\n")
     after = prepare(load_spec(proj, data))
     head = before.dockerfile.split("COPY src/")[0]
