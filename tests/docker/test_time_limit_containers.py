@@ -56,6 +56,7 @@ def test_a_job_that_never_ends_stops_at_its_time_limit_on_every_node(image, tmp_
     start = time.monotonic()
     done = tfbuild("run", image, "--upload-to", str(runs), "--grace", str(GRACE), cwd=tmp_path)
     took = time.monotonic() - start
+    print(f"max_run_duration_seconds {LIMIT}, grace {GRACE}: tfbuild run took {took:.1f} s")
     assert done.returncode == TIME_LIMIT_EXIT_CODE, done.stderr
     # Container start-up is part of it; the limit counts from the tasks' start.
     assert took < LIMIT + GRACE + DEFAULT_FLUSH_TIMEOUT_SECONDS, (took, done.stderr)
