@@ -90,6 +90,9 @@ def render(project: Path, overrides: dict) -> str:
     overrides = dict(overrides)
     if "ca_certs" in overrides:  # command-line paths are relative to the working dir
         overrides["ca_certs"] = [str(project / p) for p in overrides["ca_certs"]]
+    for key in ("pip_requirements_file", "conda_dependencies_file"):
+        if key in overrides:
+            overrides[key] = str(project / overrides[key])
     spec = load_spec(project, {"entry_script": "train.py", **overrides})
     has_conf = bool(pip_conf_text(spec.pip_index_url, spec.pip_extra_index_urls))
     return render_dockerfile(image_layers(spec, source_digest=SOURCE_DIGEST, has_pip_conf=has_conf))
