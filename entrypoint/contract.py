@@ -38,3 +38,16 @@ INPUT_PLACEHOLDER = "${{tfbuild.input.{name}}}"
 
 INPUTS_DIR = "inputs"
 """Inputs appear under the working directory at inputs/<name> (/app/inputs/<name>)."""
+
+TIME_LIMIT_EXIT_CODE = 124
+"""The agent's exit code when max_run_duration_seconds stopped the job (as timeout(1))."""
+
+TIME_LIMIT_REASON = "time limit"
+"""How a run record's reason starts when max_run_duration_seconds stopped the job."""
+
+ONNX_EXPORT_TIMEOUT_SECONDS = 900.0
+"""Bound on export_onnx's conversion and check after the script succeeded."""
+
+TIME_LIMIT_SKEW_SECONDS = 10.0
+"""A node whose limit is this close when another node reports a task canceled takes it
+as the same time limit (the nodes' clocks started within the rendezvous of each other)."""

@@ -37,6 +37,10 @@ class JobSpec:
     environment: Mapping[str, str] = field(default_factory=dict)
     inputs: tuple[Mapping[str, Any], ...] = ()
     """Data inputs (name, uri, mode, arg); see inputs/plan.py. TFBUILD_INPUTS overrides."""
+    max_run_duration_seconds: int | None = None
+    """The agent stops the tasks after this long (max_run_duration_seconds); None: no limit."""
+    export_onnx: Mapping[str, Any] | None = None
+    """{opset, model, fail_job}: rank 0 exports the saved model to ONNX after success."""
 
     def to_json(self) -> str:
         data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()}
@@ -47,8 +51,27 @@ class JobSpec:
         return json.dumps(data, indent=2, sort_keys=True)
 
 
+def export_setting(text: str) -> dict[str, Any] | None:
+    """TFBUILD_EXPORT_ONNX: 0/no turns the export off, 1/yes turns it on with the
+    defaults, a JSON object sets its options (opset, model, fail_job)."""
+    word = text.strip().lower()
+    if word in ("0", "no", "false", "off"):
+        return None
+    if word in ("1", "yes", "true", "on"):
+        return {"opset": 17, "model": None, "fail_job": False}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or set(value) - {"opset", "model", "fail_job"}:
+        raise ValueError(text)
+    return {"opset": 17, "model": None, "fail_job": False, **value}
+
+
+export_setting.__name__ = "0, 1 or a JSON object of opset/model/fail_job"
+
 # TFBUILD_* variable -> (JobSpec field, converter)
-_ENV_OVERRIDES: dict[str, tuple[str, type]] = {
+_ENV_OVERRIDES: dict[str, tuple[str, Any]] = {
     "TFBUILD_BACKEND": ("distributed_backend", str),
     "TFBUILD_NODES": ("node_count", int),
     "TFBUILD_PROCS_PER_NODE": ("process_count_per_node", int),
@@ -57,6 +80,8 @@ _ENV_OVERRIDES: dict[str, tuple[str, type]] = {
     "TFBUILD_PORT": ("port", int),
     "TFBUILD_CONTROL_PORT": ("control_port", int),
     "TFBUILD_ENTRY_SCRIPT": ("entry_script", str),
+    "TFBUILD_MAX_RUN_DURATION_SECONDS": ("max_run_duration_seconds", int),
+    "TFBUILD_EXPORT_ONNX": ("export_onnx", export_setting),
 }
 
 
@@ -94,6 +119,11 @@ def validate_job(job: JobSpec) -> JobSpec:
         raise ConfigError(
             f"distributed_backend {job.distributed_backend!r} is unknown; "
             f"use one of {', '.join(BACKENDS)}"
+        )
+    limit = job.max_run_duration_seconds
+    if limit is not None and limit < 1:
+        raise ConfigError(
+            f"max_run_duration_seconds is {limit}; it must be at least 1 (unset it for no limit)"
         )
     for name in ("node_count", "process_count_per_node"):
         if getattr(job, name) < 1:

@@ -80,9 +80,11 @@ class TaskRecorder:
         exit_code: int | None = None,
         stderr_tail: str | None = None,
         reason: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Move `task`'s record to `status` (skipping Running for a task that never
-        started) and publish it; a final record never changes again."""
+        started) and publish it; a final record never changes again. `extra`: more
+        entries for the record (e.g. `onnx`, the export's summary)."""
         rec = self.records.get(task) or runrecord.new_record(self.run_id, task, role, rank)
         if runrecord.is_final(rec) or status == rec["status"]:
             return rec
@@ -91,13 +93,15 @@ class TaskRecorder:
         rec = runrecord.transition(
             rec, status, exit_code=exit_code, stderr_tail=stderr_tail, reason=reason
         )
+        if extra:
+            rec = {**rec, **extra}
         self.records[task] = rec
         self._publish(rec)
         return rec
 
     def ended(
         self, task: str, role: str, rank: int, code: int, *, canceled: bool = False,
-        tail: str = "", reason: str = "",
+        tail: str = "", reason: str = "", extra: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The final status from an exit code: 0 Completed, else Failed (or Canceled)."""
         status = runrecord.CANCELED if canceled else (
@@ -105,7 +109,7 @@ class TaskRecorder:
         return self.status(
             task, role, rank, status, exit_code=code,
             stderr_tail=tail if status == runrecord.FAILED else None,
-            reason=reason if reason and status != runrecord.COMPLETED else None,
+            reason=reason if reason and status != runrecord.COMPLETED else None, extra=extra,
         )
 
     def lost(self, tasks: list[tuple[str, str, int]], reason: str) -> None:
@@ -146,9 +150,13 @@ class NodeTask:
     def running(self) -> None:
         self.recorder.status(self.task, self.role, self.rank, runrecord.RUNNING)
 
-    def finish(self, code: int, canceled: bool = False, tail: str = "", reason: str = "") -> None:
+    def finish(
+        self, code: int, canceled: bool = False, tail: str = "", reason: str = "",
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         """Final status, then the bounded final upload."""
         self.recorder.ended(
-            self.task, self.role, self.rank, code, canceled=canceled, tail=tail, reason=reason
+            self.task, self.role, self.rank, code, canceled=canceled, tail=tail, reason=reason,
+            extra=extra,
         )
         self.recorder.close()

@@ -215,11 +215,24 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
         store_env=env,
     )
 
+    export_failed: list[str] = []
+
     def on_status(task: Task, status: str, code: int | None, tail: list[str], reason: str) -> None:
+        extra = None
+        if status == runrecord.COMPLETED and task.rank == 0 and job.export_onnx:
+            # After the script, before its record is final: a failed export may fail it.
+            from .export.onnx_export import run_export
+
+            result = run_export(job.export_onnx, python, workdir, task_env, log)
+            extra = {"onnx": result.record}
+            if not result.ok and result.fail_job:
+                status, code = runrecord.FAILED, 1
+                reason = f"ONNX export failed: {result.reason}"
+                export_failed.append(reason)
         recorder.status(
             task.name, task.role, task.rank, status, exit_code=code,
             stderr_tail="\n".join(tail) if status == runrecord.FAILED else None,
-            reason=reason or None,
+            reason=reason or None, extra=extra,
         )
 
     def on_lost(node_rank: int | None, reason: str) -> None:
@@ -235,15 +248,17 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
         return _inputs_failed(e, tasks, recorder, control, log)
     argv = merge_script_params(job.script_params, script_args)
 
+    task_env = {**os.environ, **dict(env), **dict(job.environment), "TFBUILD_RUN_ID": run_id}
     supervisor = Supervisor(
         [_device_env(t, gpus) for t in the_plan.tasks],
         lambda task: entry_command(job.entry_script, python, argv),
-        {**os.environ, **dict(env), **dict(job.environment), "TFBUILD_RUN_ID": run_id},
+        task_env,
         workdir,
         workdir / "logs",
         decisive_task=the_plan.decisive_task,
         servers_only=the_plan.servers_only,
         grace=settings.grace,
+        time_limit=job.max_run_duration_seconds,
         control=control,
         on_status=on_status,
         on_lost=on_lost,
@@ -258,4 +273,7 @@ def run_job(script_args: list[str], env: Mapping[str, str]) -> int:
         recorder.close()
     if outcome.status != runrecord.COMPLETED:
         log(f"job {outcome.status.lower()}: {outcome.reason}")
+    elif export_failed:
+        log(f"job failed: {export_failed[0]} (export_onnx.fail_job)")
+        return 1
     return outcome.exit_code

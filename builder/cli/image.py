@@ -93,6 +93,16 @@ def spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Choice(UPLOAD_EXTRAS),
             help="Store backends the agent can upload to (file:// always works).",
         ),
+        click.option("--pip-requirements-file",
+                     help="A requirements.txt in the source directory to install."),
+        click.option("--conda-dependencies-file",
+                     help="An environment.yml in the source directory to install."),
+        click.option("--max-run-duration-seconds", type=int,
+                     help="The agent stops the job after this long (recorded Canceled)."),
+        click.option("--shm-size", help="/dev/shm for the job's containers, e.g. 2g "
+                     "(the default of `tfbuild run --shm-size`)."),
+        click.option("--export-onnx/--no-export-onnx", "export_onnx", default=None,
+                     help="Export the saved model to outputs/model.onnx after success."),
     ]
     for option in reversed(options):
         f = option(f)

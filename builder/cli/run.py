@@ -134,8 +134,9 @@ def _gpus(value: str | None) -> str | None:
               "paths are mounted read-only; see docs/inputs.md.")
 @click.option("--gpus", help="GPUs per container: all, none, N, device=0,1 "
               "[default: all for images built with use_gpu].")
-@click.option("--shm-size", default=DEFAULT_SHM_SIZE, show_default=True,
-              help="/dev/shm size (Docker's 64m is too small for input pipelines).")
+@click.option("--shm-size",
+              help="/dev/shm size (Docker's 64m is too small for input pipelines) "
+              f"[default: the image's shm_size, else {DEFAULT_SHM_SIZE}].")
 @click.option("--cpus", type=click.FloatRange(min=0, min_open=True),
               help="CPU limit per container.")
 @click.option("--memory", help="Memory limit per container, e.g. 8g.")
@@ -153,8 +154,8 @@ def _gpus(value: str | None) -> str | None:
 def run(ctx: click.Context, image: str, nodes: int | None, backend: str | None,
         workers: int | None, ps_count: int | None, upload_to: str | None, no_upload: bool,
         discovery: str, env: tuple[str, ...], env_files: tuple[Path, ...],
-        volumes: tuple[str, ...], inputs: tuple[str, ...], gpus: str | None, shm_size: str,
-        cpus: float | None,
+        volumes: tuple[str, ...], inputs: tuple[str, ...], gpus: str | None,
+        shm_size: str | None, cpus: float | None,
         memory: str | None, grace: int, stop_timeout: int | None, detach: bool,
         print_only: bool) -> None:
     """Run IMAGE as a job of --nodes containers on this Docker engine.
@@ -169,7 +170,7 @@ def run(ctx: click.Context, image: str, nodes: int | None, backend: str | None,
     from ..image.build import recorded_spec
     from ..run.destinations import prepare_host_dir, resolve_destination
     from ..run.inputs import run_inputs
-    from ..run.launch import new_job
+    from ..run.launch import new_job, shm_size_for
     from ..run.local import LocalJob
     from ..run.store_access import store_access
     from ..spec.registries import IMAGE_REF, IMAGE_REF_FIX, image_ref_problem
@@ -219,7 +220,7 @@ def run(ctx: click.Context, image: str, nodes: int | None, backend: str | None,
         discovery=discovery,
         grace=grace,
         gpus=gpu_choice,
-        shm_size=shm_size,
+        shm_size=shm_size_for(shm_size, recorded, DEFAULT_SHM_SIZE),
         cpus=cpus,
         memory=memory,
         stop_timeout=stop_timeout,

@@ -24,6 +24,7 @@ from .render import (
     horovod_patch_files,
     image_layers,
     render_dockerfile,
+    requirements_files,
 )
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -50,6 +51,8 @@ def job_for(spec: BuildSpec) -> JobSpec:
         parameter_server_count=spec.parameter_server_count,
         use_gpu=spec.use_gpu,
         inputs=tuple(i.to_dict() for i in spec.inputs),
+        max_run_duration_seconds=spec.max_run_duration_seconds,
+        export_onnx=dict(spec.export_onnx) if spec.export_onnx else None,
     )
 
 
@@ -71,8 +74,8 @@ def prepare(spec: BuildSpec) -> PreparedBuild:
 
         add_conda_request(ctx, spec)
     layers = image_layers(spec, source_digest=source_digest, has_pip_conf=bool(conf))
-    for path, patch in horovod_patch_files(layers).items():
-        ctx.add_bytes(path, patch)
+    for path, data in {**horovod_patch_files(layers), **requirements_files(spec)}.items():
+        ctx.add_bytes(path, data)
     dockerfile = render_dockerfile(layers)
     ctx.add_bytes("Dockerfile", dockerfile.encode())
     return PreparedBuild(ctx, layers, dockerfile)
@@ -94,6 +97,9 @@ def build(
 ) -> tuple[str, BuildResult]:
     tag = tag or spec.tag or default_tag(spec)
     prepared = prepare(spec)
+    if not quiet:
+        for note in spec.notes:
+            console.note(note)
     client = engine_client()
     base = prepared.layers.base_image
     if base.startswith(TFBUILD_BASE_PREFIX) and not base_image_exists(base):

@@ -27,6 +27,13 @@ TFBUILD_BASE_PREFIX = "tfbuild/debian:"
 PYTHON_OS_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 MPI_RUNTIME_PACKAGES = ("openmpi-bin",)
 HOROVOD_PATCH_CONTEXT = "tfbuild/patches/horovod"
+SHM_SIZE_LABEL = "io.tfbuild.shm-size"
+"""The image's shm_size, for schedulers and `docker inspect` (tfbuild run reads it from
+the spec label)."""
+REQUIREMENTS_CONTEXT = "tfbuild/requirements"
+"""The flattened dependency-file lists in the build context (requirements.txt,
+constraints.txt): the only files the user-package layer copies, so editing code
+leaves it cached."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,9 @@ class ImageLayers:
     mpi: MpiLayer | None
     conda: CondaLayer | None
     pip_packages: tuple[str, ...]
+    pip_requirements: bool
+    """A flattened requirements.txt from the dependency files is in the context."""
+    pip_constraints: bool
     apt_packages: tuple[str, ...]
     ca_certs: bool
     pip_conf: bool
@@ -74,6 +84,10 @@ class ImageLayers:
     layers: str = LAYERS
     agent_venv: str = AGENT_VENV
     workdir: str = WORKDIR
+
+    @property
+    def user_pip(self) -> bool:
+        return bool(self.pip_packages) or self.pip_requirements
 
     @property
     def constraints(self) -> str:
@@ -151,6 +165,7 @@ def image_layers(
         "io.tfbuild.version": __version__,
         "io.tfbuild.source-digest": source_digest,
         "io.tfbuild.spec": json.dumps(label_spec(spec), sort_keys=True, separators=(",", ":")),
+        **({SHM_SIZE_LABEL: spec.shm_size} if spec.shm_size else {}),
         **dict(spec.labels),
     }
     return ImageLayers(
@@ -163,13 +178,23 @@ def image_layers(
         tf_nodeps_requirements=nodeps,
         mpi=mpi,
         conda=conda,
-        pip_packages=spec.pip_packages,
+        pip_packages=spec.pip_packages + onnx_requirements(spec),
+        pip_requirements=bool(spec.pip_requirements),
+        pip_constraints=bool(spec.pip_constraints),
         apt_packages=spec.apt_packages,
         ca_certs=bool(spec.ca_certs) or spec.trust_host_ca,
         pip_conf=has_pip_conf,
         env=env,
         labels=labels,
     )
+
+
+def onnx_requirements(spec: BuildSpec) -> tuple[str, ...]:
+    """tf2onnx and onnxruntime for export_onnx, as verified in compat.yaml (user layer:
+    they import the image's TensorFlow)."""
+    if not spec.export_onnx:
+        return ()
+    return tuple(compat.load_matrix().onnx_export[spec.tensorflow_version])
 
 
 def label_spec(spec: BuildSpec) -> dict[str, Any]:
@@ -211,6 +236,18 @@ def _mpi_layer(spec: BuildSpec) -> MpiLayer:
     )
 
 
+def requirements_files(spec: BuildSpec) -> dict[str, bytes]:
+    """Build-context path -> content of the flattened dependency-file lists."""
+    out = {}
+    for name, lines in (
+        ("requirements.txt", spec.pip_requirements),
+        ("constraints.txt", spec.pip_constraints),
+    ):
+        if lines:
+            out[f"{REQUIREMENTS_CONTEXT}/{name}"] = ("\n".join(lines) + "\n").encode()
+    return out
+
+
 def horovod_patch_files(layers: ImageLayers) -> dict[str, bytes]:
     """Build-context path -> content of each Horovod patch the image applies."""
     if not layers.mpi or not layers.mpi.horovod_patches:
@@ -249,6 +286,8 @@ def render_dockerfile(layers: ImageLayers) -> str:
         "constraints": layers.constraints,
         "pip_env": layers.pip_env,
         "tf_wheel": layers.tf_wheel,
+        "user_pip": layers.user_pip,
+        "requirements_context": REQUIREMENTS_CONTEXT,
     }
     text = _environment().get_template("Dockerfile.j2").render(**context)
     return _squeeze_blank_lines(text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import shlex
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,7 @@ class JobLaunch:
     volumes: tuple[Mount, ...] = ()
     gpus: str | None = None
     shm_size: str | None = None
+    """--shm-size, else the image's shm_size (see shm_size_for)."""
     cpus: float | None = None
     memory: str | None = None
     stop_timeout: int | None = None
@@ -191,3 +193,9 @@ def new_job(image: str, nodes: int, **kwargs: Any) -> JobLaunch:
         token=secrets.token_hex(16),
         **kwargs,
     )
+
+
+def shm_size_for(flag: str | None, recorded: Mapping[str, Any], default: str) -> str:
+    """/dev/shm for the containers: --shm-size, else the shm_size the image was built
+    with (its io.tfbuild.spec label), else `default`."""
+    return flag or str(recorded.get("shm_size") or "") or default

@@ -111,6 +111,8 @@ class Matrix:
     horovod_build: HorovodBuild
     legacy_keras_env: Mapping[str, str]
     tensorflow_distributions: tuple[str, ...]
+    onnx_export: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    """TensorFlow release -> the pip requirements of its verified ONNX export."""
 
     @classmethod
     def from_mapping(cls, data: Any, source: str = COMPAT_FILE) -> Matrix:
@@ -396,6 +398,10 @@ def _parse_matrix(data: Any, source: str) -> Matrix:
         tensorflow_distributions=r.texts(
             r.get(top, "tensorflow_distributions", "top level"), "tensorflow_distributions"
         ),
+        onnx_export=MappingProxyType({
+            r.text(tf, "onnx_export"): r.texts(reqs, f"onnx_export.{tf}")
+            for tf, reqs in r.mapping(top.get("onnx_export", {}), "onnx_export").items()
+        }),
     )
 
 

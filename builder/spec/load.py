@@ -11,10 +11,11 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import CONFIG_NAME, SpecError
-from . import distribution, entry, inputs, packages, registries, runtime
+from . import distribution, entry, export, inputs, packages, registries, runtime
 from .compat import Matrix, load_matrix
 from .fields import Fields, did_you_mean
 from .model import AZURE_ONLY, ESTIMATOR_HINTS, KEYS, BuildSpec
+from .requirements_files import ImageFacts
 from .yaml_reader import YamlSyntaxError, parse_yaml
 
 COMMAND_LINE = "command line"
@@ -105,6 +106,10 @@ def _validate(f: Fields, base_dir: Path, matrix: Matrix) -> BuildSpec:
     keras = runtime.keras(f, matrix, release)
     horovod = distribution.horovod(f, matrix, backend, release, keras)
     upload_extras = packages.upload_extras(f)
+    files = packages.dependency_files(
+        f, base, ImageFacts(release.version, python_version, matrix.is_tensorflow_distribution)
+    )
+    index_url, extra_index_urls = packages.index_urls(f, files)
     return BuildSpec(
         source_directory=base,
         entry_script=entry_script,
@@ -112,8 +117,8 @@ def _validate(f: Fields, base_dir: Path, matrix: Matrix) -> BuildSpec:
         tensorflow_version=release.version,
         python_version=python_version,
         pip_packages=packages.pip_packages(f, matrix),
-        conda_packages=packages.conda_packages(f, matrix),
-        conda_channels=packages.conda_channels(f, base),
+        conda_packages=packages.conda_packages(f, matrix) + files.conda_packages,
+        conda_channels=packages.conda_channels(f, base, files.conda_channels, files.conda_dir),
         apt_packages=packages.apt_packages(f),
         use_gpu=use_gpu,
         custom_docker_base_image=custom_base,
@@ -122,18 +127,27 @@ def _validate(f: Fields, base_dir: Path, matrix: Matrix) -> BuildSpec:
         environment_variables=MappingProxyType(runtime.environment_variables(f, matrix)),
         labels=MappingProxyType(runtime.labels(f)),
         horovod=horovod,
-        pip_index_url=registries.url(f, "pip_index_url", f.text("pip_index_url")),
-        pip_extra_index_urls=tuple(
-            registries.url(f, "pip_extra_index_urls", u) for u in f.texts("pip_extra_index_urls")
-        ),
+        pip_index_url=index_url,
+        pip_extra_index_urls=extra_index_urls,
         ca_certs=registries.ca_certs(f, base),
         trust_host_ca=f.flag("trust_host_ca", False),
         tag=registries.image_ref(f, "tag", registries.IMAGE_TAG),
         upload_extras=upload_extras,
         keras=keras,
         inputs=inputs.inputs(f, upload_extras),
+        pip_requirements_file=files.pip_file,
+        conda_dependencies_file=files.conda_file,
+        pip_requirements=files.pip_requirements,
+        pip_constraints=files.pip_constraints,
+        max_run_duration_seconds=runtime.max_run_duration_seconds(f),
+        shm_size=runtime.shm_size(f),
+        export_onnx=_frozen(export.export_onnx(f, matrix, release)),
         notes=tuple(f.notes),
     )
+
+
+def _frozen(value: dict[str, Any] | None) -> Mapping[str, Any] | None:
+    return None if value is None else MappingProxyType(value)
 
 
 def _check_keys(f: Fields) -> None:
@@ -194,6 +208,9 @@ def _absolutize_cli_paths(given: dict[str, Any], cwd: Path) -> dict[str, Any]:
     def absolute(p: Any) -> Any:
         return str(cwd / Path(p).expanduser()) if isinstance(p, str | Path) else p
 
+    for key in ("pip_requirements_file", "conda_dependencies_file"):
+        if isinstance(out.get(key), str | Path):
+            out[key] = absolute(out[key])
     if isinstance(out.get("ca_certs"), str | Path):
         out["ca_certs"] = [out["ca_certs"]]
     if isinstance(out.get("ca_certs"), Sequence):

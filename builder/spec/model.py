@@ -13,6 +13,9 @@ from tfbuild_agent.inputs.plan import Input
 
 from ..credentials import redact_url
 
+DERIVED = MappingProxyType({"derived": True})
+"""Field metadata: computed from other inputs, not a key of tfbuild.yaml."""
+
 
 def _empty_map() -> Mapping[str, str]:
     return MappingProxyType({})
@@ -50,6 +53,20 @@ class BuildSpec:
     keras: str = "legacy"
     inputs: tuple[Input, ...] = ()
     """Data inputs: `{download: URI}` script params and the `inputs:` mapping."""
+    pip_requirements_file: str | None = None
+    """A requirements.txt in the source directory (posix path relative to it)."""
+    conda_dependencies_file: str | None = None
+    """An environment.yml in the source directory (posix path relative to it)."""
+    max_run_duration_seconds: int | None = None
+    shm_size: str | None = None
+    """Docker's --shm-size notation (e.g. 2g); the default `tfbuild run` uses."""
+    export_onnx: Mapping[str, Any] | None = field(default=None, hash=False)
+    """{opset, model, fail_job} when the agent exports the model to ONNX; None: it does not."""
+    pip_requirements: tuple[str, ...] = field(default=(), metadata=DERIVED)
+    """The requirement lines read from pip_requirements_file and the environment file's
+    pip section, flattened (not a key: derived from the files)."""
+    pip_constraints: tuple[str, ...] = field(default=(), metadata=DERIVED)
+    """Constraint lines from their `-c` files (derived)."""
     notes: tuple[str, ...] = field(default=(), compare=False)
     """Warnings for the user (not part of the spec: left out of to_dict)."""
 
@@ -81,7 +98,11 @@ class BuildSpec:
 
 
 URL_FIELDS = frozenset({"pip_index_url", "pip_extra_index_urls", "conda_channels"})
-KEYS = tuple(f.name for f in fields(BuildSpec) if f.name not in ("source_directory", "notes"))
+KEYS = tuple(
+    f.name
+    for f in fields(BuildSpec)
+    if f.name not in ("source_directory", "notes") and not f.metadata.get("derived")
+)
 """The keys tfbuild.yaml may hold."""
 
 ESTIMATOR_HINTS = {
@@ -91,10 +112,8 @@ ESTIMATOR_HINTS = {
         "use distributed_backend (mpi, ps or multiworker) with node_count, "
         "process_count_per_node, worker_count and parameter_server_count"
     ),
-    "pip_requirements_file": "list the requirements under pip_packages",
-    "pip_requirements_file_path": "list the requirements under pip_packages",
-    "conda_dependencies_file": "list the packages under conda_packages and conda_channels",
-    "conda_dependencies_file_path": "list the packages under conda_packages and conda_channels",
+    "pip_requirements_file_path": "tfbuild calls it pip_requirements_file",
+    "conda_dependencies_file_path": "tfbuild calls it conda_dependencies_file",
     "image_registry_details": "set tag to the image name and log in with `docker login`",
     "source_directory": "the folder holding tfbuild.yaml is the source directory; remove it",
 }
@@ -105,9 +124,7 @@ AZURE_ONLY = (
     "vm_size",
     "vm_priority",
     "use_docker",
-    "shm_size",
     "resume_from",
-    "max_run_duration_seconds",
     "source_directory_data_store",
     "user_managed",
     "environment_definition",

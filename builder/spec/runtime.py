@@ -125,3 +125,30 @@ def labels(f: Fields) -> dict[str, str]:
                 "use a key without spaces or '=', e.g. org.example.team",
             )
     return out
+
+
+# go-units RAMInBytes, what `docker run --shm-size` parses: 512m, 2g, 1.5GiB, 1073741824.
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+
+
+def shm_size(f: Fields) -> str | None:
+    """`shm_size`: /dev/shm for the job's containers, in docker's notation."""
+    size = f.text("shm_size")
+    if size is None:
+        return None
+    m = _SIZE.match(size)
+    if not m or float(m.group(1)) <= 0:
+        raise f.fail(
+            "shm_size",
+            size,
+            f"{size!r} is not a size",
+            "write a number with a unit as docker run --shm-size does, e.g. 2g or 512m",
+        )
+    return size
+
+
+def max_run_duration_seconds(f: Fields) -> int | None:
+    """`max_run_duration_seconds`: the agent stops the job after this long."""
+    if not f.given("max_run_duration_seconds"):
+        return None
+    return f.count("max_run_duration_seconds", 0, minimum=1)

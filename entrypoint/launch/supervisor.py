@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..contract import TIME_LIMIT_EXIT_CODE, TIME_LIMIT_REASON, TIME_LIMIT_SKEW_SECONDS
 from ..runrecord import CANCELED, COMPLETED, FAILED, RUNNING
 from ..topology import Task
 from .output import OutputPump
@@ -67,6 +68,7 @@ class Supervisor:
         decisive_task: str | None,
         servers_only: Sequence[str] = (),
         grace: float = 30.0,
+        time_limit: float | None = None,
         control: Control | None = None,
         on_status: Callable[[Task, str, int | None, list[str], str], None] | None = None,
         on_lost: Callable[[int | None, str], None] | None = None,
@@ -80,6 +82,9 @@ class Supervisor:
         self.decisive_task = decisive_task
         self.servers_only = set(servers_only)
         self.grace = grace
+        self.time_limit = time_limit
+        """max_run_duration_seconds: counted from the start of the tasks on this node."""
+        self._started_at = time.monotonic()
         self.control = control
         self.on_status = on_status or (lambda *a: None)
         self.on_lost = on_lost or (lambda *a: None)
@@ -103,12 +108,14 @@ class Supervisor:
     # -- lifecycle -----------------------------------------------------------
     def run(self) -> Outcome:
         prefix = len(self.tasks) > 1
+        self._started_at = time.monotonic()
         for task in self.tasks:
             self._start(task, prefix)
         while self._running():
             self._handle_signal()
             self._reap()
             self._handle_control()
+            self._enforce_time_limit()
             self._enforce_deadline()
             if self.control is None:
                 time.sleep(POLL_INTERVAL)
@@ -155,6 +162,10 @@ class Supervisor:
         if self._signal is not None:
             status = CANCELED
             reason = f"stopped by {signal.Signals(self._signal).name}"
+        elif child.stopped_by_agent and self._outcome is not None and (
+            self._outcome.status == CANCELED
+        ):
+            status, reason = CANCELED, self._outcome.reason  # the time limit
         elif child.stopped_by_agent:
             # A server stopped after the job succeeded has done its part; a task stopped
             # because of a failure elsewhere failed with the job (Canceled is only for a
@@ -207,7 +218,9 @@ class Supervisor:
             return
         kind = getattr(event, "kind", None)
         message = getattr(event, "message", str(event))
-        if kind == "finished":
+        if kind == "canceled" and self._near_time_limit():
+            self._time_limit_reached(f"{TIME_LIMIT_REASON}: reached on another node ({message})")
+        elif kind == "finished":
             self._decide(Outcome(0, COMPLETED, message))
             self._stop(lambda c: c.task.name in self.servers_only)
         elif getattr(event, "ends_job", False) and self._outcome is None:
@@ -221,6 +234,30 @@ class Supervisor:
                     self.on_lost(getattr(event, "rank", None), message)
                 except Exception as e:  # a record hook must never take the job down
                     self.log(f"could not record the lost node: {e}")
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self._started_at
+
+    def _near_time_limit(self) -> bool:
+        return self.time_limit is not None and (
+            self._elapsed() >= self.time_limit - TIME_LIMIT_SKEW_SECONDS
+        )
+
+    def _enforce_time_limit(self) -> None:
+        if self.time_limit is None or self._elapsed() < self.time_limit:
+            return
+        self._time_limit_reached(
+            f"{TIME_LIMIT_REASON}: the job ran for max_run_duration_seconds "
+            f"({self.time_limit:g} s)"
+        )
+
+    def _time_limit_reached(self, reason: str) -> None:
+        """Stop every task with the usual grace; the run ends Canceled with `reason`."""
+        if self._outcome is not None or self._signal is not None:
+            return
+        self.log(f"{reason}: stopping the tasks (grace {self.grace:g} s)")
+        self._decide(Outcome(TIME_LIMIT_EXIT_CODE, CANCELED, reason))
+        self._stop(lambda c: True)
 
     def _stop(self, which: Callable[[Child], bool], sig: int = signal.SIGTERM) -> None:
         for child in self.children.values():

@@ -87,3 +87,20 @@ def test_a_package_needing_python_is_refused_with_the_reason(build, channel, pro
         )
     assert "conda package(s) pyhello need Python" in e.value.log_tail
     assert "pip_packages" in e.value.log_tail
+
+
+def test_an_environment_file_installs_its_conda_and_pip_packages(build, channel, tmp_path):
+    """conda_dependencies_file: the channel and package of environment.yml go into the
+    conda layer, its pip section into the user layer."""
+    project = write_project(tmp_path / "envproj", "print('train')\n", **{
+        "environment.yml": (
+            f"name: envproj\nchannels: [{channel}, nodefaults]\n"
+            "dependencies:\n  - hello-conda 1.2.*\n  - pip\n  - pip:\n      - tomli-w==1.0.0\n"
+        ),
+    })
+    tag, _ = build(project, "tfbuild-test/conda-envfile:latest", entry_script="train.py",
+                   conda_dependencies_file=str(project / "environment.yml"))
+    assert run_output(tag, entrypoint="hello-conda") == "hello-conda from a local channel\n"
+    version = run_output(tag, "-c", "import importlib.metadata as m; print(m.version('tomli-w'))",
+                         entrypoint="/opt/tfbuild/venv/bin/python")
+    assert version.strip() == "1.0.0"

@@ -135,3 +135,28 @@ def test_no_import_cycles() -> None:
     assert not found, "import cycles (break them by moving the shared piece down):\n" + "\n".join(
         " -> ".join(c) for c in found
     )
+
+
+def test_every_package_folder_is_listed_in_pyproject() -> None:
+    # A sub-package missing from pyproject's explicit list imports fine from an editable
+    # install and is silently absent from a wheel (`pip install tfbuild`).
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    roots = {v: k for k, v in config["package-dir"].items()}
+    found = set()
+    for folder in ("builder", "entrypoint"):
+        for init in (REPO / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(REPO / folder)
+            found.add(".".join([roots[folder], *rel.parts]))
+    assert found - listed == set(), "add these to [tool.setuptools] packages"
+
+
+def test_test_files_have_unique_names() -> None:
+    # pytest imports test files by basename (no packages under tests/): two files of one
+    # name in different tiers break collection of the whole suite.
+    names: dict[str, list[str]] = {}
+    for path in (REPO / "tests").rglob("test_*.py"):
+        names.setdefault(path.name, []).append(str(path.relative_to(REPO)))
+    assert {n: p for n, p in names.items() if len(p) > 1} == {}

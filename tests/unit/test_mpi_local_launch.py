@@ -145,3 +145,37 @@ def test_sigterm_to_any_node_ends_the_job_everywhere(tmp_path: Path, node: int) 
         assert "job canceled: stopped by SIGTERM on the launcher node localhost" in out1, out1
     else:
         assert "mpirun lost a node's daemon" in out0, out0
+
+
+def test_the_time_limit_stops_mpirun_and_every_node_records_canceled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """max_run_duration_seconds on the mpi backend: node 0's agent stops mpirun (which
+    stops the ranks on both nodes) and tells node 1; both records say Canceled, time limit."""
+    # run_job copies os.environ into both agents' environments
+    monkeypatch.setenv("TFBUILD_MAX_RUN_DURATION_SECONDS", "4")
+    monkeypatch.setenv("TFBUILD_GRACE_SECONDS", "3")
+    (code0, out0, t0), (code1, out1, t1) = run_job(tmp_path, ["--wait"])
+    assert (code0, code1) == (124, 124), out0 + out1  # as timeout(1)
+    assert max(t0, t1) < 4 + 3 + 20, (t0, t1, out0, out1)  # the ranks would sleep 60 s
+    assert "max_run_duration_seconds (4 s) reached: stopping mpirun" in out0, out0
+    for node, task in ((0, "mpirun"), (1, "mpi-node-1")):
+        path = tmp_path / f"node{node}" / "logs" / ".tfbuild" / f"run-{task}.json"
+        record = json.loads(path.read_text())
+        assert record["status"] == "Canceled", (node, record, out0, out1)
+        assert record["reason"].startswith("time limit"), record
+
+
+def test_export_onnx_runs_on_the_launcher_node_after_mpirun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ranks save no model: node 0 records the failed export and, with fail_job,
+    fails; node 1 was told the job completed before the export started."""
+    monkeypatch.setenv("TFBUILD_EXPORT_ONNX", '{"fail_job": true}')
+    (code0, out0, _), (code1, out1, _) = run_job(tmp_path, [])
+    assert (code0, code1) == (1, 0), out0 + out1
+    assert "onnx: export failed: no model in ./outputs" in out0, out0
+    record = json.loads((tmp_path / "node0" / "logs" / ".tfbuild" / "run-mpirun.json").read_text())
+    assert record["status"] == "Failed", record
+    assert record["reason"].startswith("ONNX export failed: no model"), record
+    assert record["onnx"]["status"] == "failed"

@@ -45,7 +45,29 @@ CASES: dict[str, dict] = {
         "pip_packages": ["internal-lib==1.0"],
         "ca_certs": ["corp-ca.pem"],
     },
+    # The estimator's dependency files: flattened lists copied before the install.
+    "requirements_file": {"pip_requirements_file": "requirements.txt", "pip_packages": ["rich"]},
+    "environment_file": {"conda_dependencies_file": "environment.yml"},
+    # tf2onnx and onnxruntime join the user layer, pinned by compat.yaml.
+    "onnx_export": {"export_onnx": True, "pip_packages": ["scikit-learn"]},
 }
+REQUIREMENTS = """\
+-r requirements-base.txt
+-c constraints.txt
+tensorflow==2.21.*  # the image's own: skipped with a note
+pandas>=2.2
+"""
+ENVIRONMENT = """\
+name: proj
+channels: [conda-forge, defaults]
+dependencies:
+  - python=3.11
+  - zlib 1.3.*
+  - pip
+  - pip:
+      - --extra-index-url https://mirror.example.com/simple
+      - scikit-learn==1.5.2
+"""
 
 
 @pytest.fixture
@@ -54,6 +76,10 @@ def project(tmp_path: Path, monkeypatch) -> Path:
     src.mkdir()
     (src / "train.py").write_text("print('train')\n")
     (src / "corp-ca.pem").write_text(PEM)
+    (src / "requirements.txt").write_text(REQUIREMENTS)
+    (src / "requirements-base.txt").write_text("numpy\n")
+    (src / "constraints.txt").write_text("numpy<2.4\n")
+    (src / "environment.yml").write_text(ENVIRONMENT)
     monkeypatch.setenv("IDX_USER", "builder")
     monkeypatch.setenv("IDX_TOKEN", "t0k3n-render")
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc of this machine
@@ -64,6 +90,9 @@ def render(project: Path, overrides: dict) -> str:
     overrides = dict(overrides)
     if "ca_certs" in overrides:  # command-line paths are relative to the working dir
         overrides["ca_certs"] = [str(project / p) for p in overrides["ca_certs"]]
+    for key in ("pip_requirements_file", "conda_dependencies_file"):
+        if key in overrides:
+            overrides[key] = str(project / overrides[key])
     spec = load_spec(project, {"entry_script": "train.py", **overrides})
     has_conf = bool(pip_conf_text(spec.pip_index_url, spec.pip_extra_index_urls))
     return render_dockerfile(image_layers(spec, source_digest=SOURCE_DIGEST, has_pip_conf=has_conf))
@@ -196,3 +225,10 @@ def test_horovod_patches_reach_the_build_context_only_where_applied(project):
     as_released = prepare(load_spec(project, {"entry_script": "train.py", **CASES["mpi_horovod"]}))
     assert not [p for p in as_released.context.files if p.startswith("tfbuild/patches/")]
     assert "patch -p1" not in as_released.dockerfile and "horovod==0.28.1" in as_released.dockerfile
+
+
+def test_shm_size_is_recorded_in_the_image(project):
+    text = render(project, {"shm_size": "4g"})
+    assert 'io.tfbuild.shm-size="4g"' in text
+    assert '\\"shm_size\\":\\"4g\\"' in text  # the spec label `tfbuild run` reads
+    assert "io.tfbuild.shm-size" not in render(project, {})

@@ -147,3 +147,12 @@ def test_gpu_requests():
 def test_new_job_refuses_zero_nodes():
     with pytest.raises(LaunchError, match="at least 1"):
         new_job("img", 0)
+
+
+def test_shm_size_comes_from_the_flag_then_the_image_then_the_default():
+    from tfbuild.run.launch import shm_size_for
+
+    assert shm_size_for(None, {}, "1g") == "1g"
+    assert shm_size_for(None, {"shm_size": None}, "1g") == "1g"
+    assert shm_size_for(None, {"shm_size": "4g"}, "1g") == "4g"
+    assert shm_size_for("512m", {"shm_size": "4g"}, "1g") == "512m"

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from ...contract import TIME_LIMIT_EXIT_CODE, TIME_LIMIT_REASON
 from ...control.wire import ProtocolError
 from ...errors import AgentError, ConfigError, DiscoveryError, DiscoveryTimeout
 from ...jobspec import JobSpec
@@ -80,11 +81,16 @@ def run_launcher(
         recorder = TaskRecorder(run_id, "mpirun", True, workdir, log,
                                 upload_to=agent.upload_to, store_env=env)
         record = NodeTask(recorder, "mpirun", "launcher", 0)
-        code, tail = _run_mpirun(argv, run_env, workdir, reaper, record, agent.grace, log)
+        limit = job.max_run_duration_seconds
+        code, tail, timed_out = _run_mpirun(argv, run_env, workdir, reaper, record, agent.grace,
+                                            log, limit)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    canceled = reaper.signal is not None
-    if canceled:
+    canceled = reaper.signal is not None or timed_out
+    if timed_out and reaper.signal is None:
+        code = TIME_LIMIT_EXIT_CODE
+        message = f"{TIME_LIMIT_REASON}: the job ran for max_run_duration_seconds ({limit} s)"
+    elif canceled:
         code = 128 + reaper.signal  # as for every backend: canceled, not failed
         message = (f"stopped by {signal.Signals(reaper.signal).name} on the launcher node "
                    f"{hosts[0]}")
@@ -95,7 +101,18 @@ def run_launcher(
     outcome = "canceled" if canceled else "completed" if code == 0 else "failed"
     log(f"mpi: job {outcome}: {message}")
     tell_agents(peers, settings.launch_port, token, JobResult(code, message), log)
-    record.finish(code, canceled, "\n".join(tail), reason=message)
+    extra = None
+    if code == 0 and job.export_onnx:
+        # Rank 0 runs on this node: its ./outputs is here. The other nodes were told
+        # already (they must not wait for the export).
+        from ...export.onnx_export import run_export
+
+        result = run_export(job.export_onnx, python, workdir, run_env, log)
+        extra = {"onnx": result.record}
+        if not result.ok and result.fail_job:
+            code, message = 1, f"ONNX export failed: {result.reason}"
+            log(f"mpi: job failed: {message} (export_onnx.fail_job)")
+    record.finish(code, canceled, "\n".join(tail), reason=message, extra=extra)
     return code
 
 
@@ -142,8 +159,10 @@ def _run_mpirun(
     record: NodeTask,
     grace: float,
     log: Callable[[str], None],
-) -> tuple[int, list[str]]:
-    """mpirun's exit code and its last stderr lines; output goes to ./logs/mpirun.log too."""
+    time_limit: float | None = None,
+) -> tuple[int, list[str], bool]:
+    """mpirun's exit code, its last stderr lines and whether the time limit stopped it;
+    output goes to ./logs/mpirun.log too."""
     try:
         proc = subprocess.Popen(
             argv, cwd=workdir, env=dict(run_env), stdin=subprocess.DEVNULL,
@@ -156,9 +175,9 @@ def _run_mpirun(
     pump = OutputPump("mpirun", workdir / "logs" / "mpirun.log", prefix=False,
                       tail_lines=TAIL_LINES)
     pump.attach(proc.stdout, proc.stderr)  # type: ignore[arg-type]
-    code = _wait_mpirun(proc, reaper, grace, log)
+    code, timed_out = _wait_mpirun(proc, reaper, grace, log, time_limit)
     pump.close()
-    return code, list(pump.stderr_tail)
+    return code, list(pump.stderr_tail), timed_out
 
 
 def _detect_interface(peers: Sequence[str], log: Callable[[str], None]) -> str | None:
@@ -226,16 +245,26 @@ def wait_for_agents(
 
 
 def _wait_mpirun(
-    proc: subprocess.Popen[bytes], reaper: Reaper, grace: float, log: Callable[[str], None]
-) -> int:
-    """mpirun's exit code. A signal to the agent goes to mpirun (which stops the ranks
+    proc: subprocess.Popen[bytes], reaper: Reaper, grace: float, log: Callable[[str], None],
+    time_limit: float | None = None,
+) -> tuple[int, bool]:
+    """mpirun's exit code, and whether max_run_duration_seconds stopped it. A signal to
+    the agent, or the time limit, sends SIGTERM to mpirun (which stops the ranks
     everywhere); after `grace` seconds its whole process group is killed."""
     kill_at: float | None = None
+    limit_at = time.monotonic() + time_limit if time_limit else None
+    timed_out = False
     while True:
         for pid, code in reaper.reap():
             if pid == proc.pid:
                 proc.returncode = code
-                return code
+                return code, timed_out
+        if limit_at is not None and kill_at is None and time.monotonic() >= limit_at:
+            timed_out = True
+            log(f"mpi: {TIME_LIMIT_REASON}: max_run_duration_seconds ({time_limit:g} s) "
+                f"reached: stopping mpirun (grace {grace:g} s)")
+            _signal(proc.pid, signal.SIGTERM, group=False)
+            kill_at = time.monotonic() + grace
         if reaper.signal is not None and kill_at is None:
             name = signal.Signals(reaper.signal).name
             log(f"mpi: received {name}: forwarding it to mpirun (grace {grace:g} s)")

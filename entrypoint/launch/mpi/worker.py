@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...contract import TIME_LIMIT_EXIT_CODE, TIME_LIMIT_REASON
 from ...errors import DiscoveryTimeout
 from ...recorder import NodeTask, TaskRecorder
 from ...settings import AgentSettings
@@ -119,8 +120,10 @@ class _NodeWait:
                 if result_at is None:
                     result_at = now
                 if not daemon_running:
+                    limited = s.result.code == TIME_LIMIT_EXIT_CODE and (
+                        s.result.message.startswith(TIME_LIMIT_REASON))
                     return _Outcome(s.result.code, f"{s.result.message} (reported by "
-                                                   f"{self.launcher})")
+                                                   f"{self.launcher})", canceled=limited)
                 if now - result_at > DAEMON_EXIT_BOUND:
                     self._stop(now)
             elif daemon_end is not None and now - daemon_end > RESULT_BOUND:

@@ -1,0 +1,1 @@
+"""What the agent does with a model after the script succeeded (export_onnx)."""
