@@ -1,0 +1,245 @@
+"""Mutation testing of the pure core with cosmic-ray: which small faults do the unit tests catch?
+
+    pip install -e '.[mutation]'
+    nice -n 19 .venv/bin/python bench/mutation.py                     # every core module
+    nice -n 19 .venv/bin/python bench/mutation.py control/wire hostlist  # some modules
+    .venv/bin/python bench/mutation.py --report                         # re-render the report
+
+Not part of CI: each mutant is one pytest run (about an hour for the whole core on 2 cores).
+Each module is mutated with only its own unit tests (MODULES below), in a copy of the tree
+made when the run starts (so editing the worktree meanwhile changes nothing), and its
+results are stored in docs/mutation/results.json under `--label` ("after" by default;
+"before" is the run before issue 19's tests). docs/mutation-report.md is rendered from
+that file: kill rate per module before and after, every survivor with its diff, and the
+survivors that are equivalent mutants (EQUIVALENT below) with the reason.
+
+The operators are the faults a person makes: a flipped or off-by-one comparison, `+`/`-`
+swapped, a negated or dropped condition, True/False swapped, `and`/`or` swapped, a
+changed constant, a loop that never runs, `break`/`continue` swapped, an exception type
+changed. cosmic-ray's other operators (every binary operator into every other, variable
+replacement) mostly make mutants that crash at once or duplicate these, at 10x the time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "docs" / "mutation" / "results.json"
+REPORT = REPO / "docs" / "mutation-report.md"
+
+U = "tests/unit/"
+# Module (path under builder/ or entrypoint/, without .py) -> the unit tests that cover it.
+# Order: the modules issue 19 found survivors in come first.
+MODULES: dict[str, list[str]] = {
+    "entrypoint/control/wire": [U + "test_wire_handshake.py", U + "test_control_auth.py"],
+    "entrypoint/control/handshake": [U + "test_wire_handshake.py", U + "test_control_auth.py"],
+    "entrypoint/discovery/chain": [U + "test_discovery_chain.py"],
+    "entrypoint/sync/uploader": [U + "test_sync_uploader.py", U + "test_sync_syncer.py"],
+    "entrypoint/sync/manifest": [U + "test_sync_manifest.py", U + "test_sync_uploader.py"],
+    "builder/image/render": [U + "test_render.py"],
+    "entrypoint/hostlist": [U + "test_discovery_hostlist.py", U + "test_discovery_mpi.py"],
+    "entrypoint/launch/command": [U + "test_command.py"],
+    "entrypoint/topology": [U + "test_topology.py"],
+    "entrypoint/sync/layout": [U + "test_sync_layout.py"],
+    "entrypoint/control/state": [U + "test_control_state.py"],
+    "entrypoint/launch/mpi/command": [U + "test_mpi_command.py"],
+    "entrypoint/discovery/explicit": [U + "test_discovery_explicit.py"],
+    "entrypoint/discovery/tf_config": [U + "test_discovery_tf_config.py"],
+    "entrypoint/discovery/mpi": [U + "test_discovery_mpi.py"],
+    "entrypoint/discovery/slurm": [U + "test_discovery_slurm.py"],
+    "entrypoint/discovery/kubernetes": [U + "test_discovery_kubernetes.py"],
+    "entrypoint/discovery/dns": [U + "test_discovery_dns.py"],
+    "builder/spec/entry": [U + "test_spec_validation.py", U + "test_spec.py"],
+    "builder/spec/runtime": [U + "test_spec_validation.py", U + "test_spec.py"],
+    "builder/spec/distribution": [U + "test_spec_validation.py", U + "test_spec.py"],
+    "builder/spec/packages": [U + "test_spec_packages.py", U + "test_spec_validation.py"],
+    "builder/spec/registries": [U + "test_spec_validation.py", U + "test_spec.py"],
+    "builder/spec/fields": [U + "test_spec_validation.py", U + "test_spec.py"],
+}
+
+OPERATORS = (
+    r"core/ReplaceComparisonOperator_(Eq_NotEq|NotEq_Eq|Lt_LtE|LtE_Lt|Gt_GtE|GtE_Gt"
+    r"|Is_IsNot|IsNot_Is)$",
+    r"core/ReplaceBinaryOperator_(Add_Sub|Sub_Add|Mul_Add|FloorDiv_Mul|Mod_FloorDiv)$",
+    r"core/ReplaceUnaryOperator_(Delete_Not|USub_UAdd)$",
+    r"core/(AddNot|ReplaceTrueWithFalse|ReplaceFalseWithTrue|ReplaceAndWithOr"
+    r"|ReplaceOrWithAnd|ReplaceBreakWithContinue|ReplaceContinueWithBreak|NumberReplacer"
+    r"|ZeroIterationForLoop|ExceptionReplacer)$",
+)
+
+# Survivors that cannot change behaviour, keyed by module and the mutated line (stripped),
+# with the operator name: (module, operator, line) -> why no test can catch it.
+EQUIVALENT: dict[tuple[str, str, str], str] = {}
+
+
+def _package_copy(dest: Path) -> None:
+    """The tree as it is now, importable as tfbuild / tfbuild_agent from `dest`."""
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".venv", "outputs")
+    shutil.copytree(REPO / "builder", dest / "tfbuild", ignore=skip)
+    shutil.copytree(REPO / "base-images", dest / "tfbuild" / "base_images", ignore=skip)
+    shutil.copytree(REPO / "entrypoint", dest / "tfbuild_agent", ignore=skip)
+    shutil.copytree(REPO / "tests", dest / "tests", ignore=skip)
+    shutil.copy(REPO / "pyproject.toml", dest / "pyproject.toml")
+
+
+def _copy_path(module: str) -> str:
+    top, rest = module.split("/", 1)
+    return ("tfbuild/" if top == "builder" else "tfbuild_agent/") + rest + ".py"
+
+
+def _pytest(tests: list[str]) -> str:
+    return (f"{sys.executable} -m pytest -x -q -p no:cacheprovider "
+            f"--timeout=60 {' '.join(tests)}")
+
+
+def run_module(module: str, work: Path, env: dict[str, str]) -> dict:
+    tests = [t for t in MODULES[module] if (REPO / t).exists()]
+    name = module.replace("/", "_")
+    started = time.monotonic()
+    base = subprocess.run(_pytest(tests).split(), cwd=work, env=env, capture_output=True,
+                          text=True)
+    took = time.monotonic() - started
+    if base.returncode != 0:
+        return {"error": f"its tests fail unmutated:\n{base.stdout[-2000:]}", "tests": tests}
+    config = work / f"{name}.toml"
+    session = work / f"{name}.sqlite"
+    excluded = f"(?!{'|'.join(OPERATORS)})"
+    config.write_text(
+        "[cosmic-ray]\n"
+        f"module-path = {json.dumps(_copy_path(module))}\n"
+        f"timeout = {max(30.0, 6 * took):.0f}\n"
+        "excluded-modules = []\n"
+        f"test-command = {json.dumps(_pytest(tests))}\n"
+        "[cosmic-ray.distributor]\nname = \"local\"\n"
+        "[cosmic-ray.filters.operators-filter]\n"
+        f"exclude-operators = [{json.dumps(excluded)}]\n"
+    )
+    bindir = Path(sys.executable).parent
+    for cmd in ([bindir / "cosmic-ray", "init", config, session],
+                [bindir / "cr-filter-operators", session, config],
+                [bindir / "cosmic-ray", "exec", config, session]):
+        subprocess.run([str(c) for c in cmd], cwd=work, env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+    dump = subprocess.run([str(bindir / "cosmic-ray"), "dump", str(session)], cwd=work,
+                          env=env, check=True, capture_output=True, text=True).stdout
+    killed, survivors = 0, []
+    source = (work / _copy_path(module)).read_text().splitlines()
+    for line in dump.splitlines():
+        item, result = json.loads(line)
+        if not result or result.get("worker_outcome") != "normal":
+            continue  # skipped by the operator filter, or the mutation could not be made
+        if result["test_outcome"] == "killed":
+            killed += 1
+            continue
+        mutation = item["mutations"][0]
+        row = mutation["start_pos"][0]
+        survivors.append({
+            "operator": mutation["operator_name"],
+            "line": row,
+            "source": source[row - 1].strip() if row <= len(source) else "",
+            "diff": (result.get("diff") or "").replace(_copy_path(module), module + ".py"),
+        })
+    return {"tests": tests, "mutants": killed + len(survivors), "killed": killed,
+            "survivors": survivors, "seconds": round(time.monotonic() - started),
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def load() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+
+
+def _rate(r: dict | None, equivalent: int = 0) -> str:
+    if not r or "mutants" not in r:
+        return "not run" if not r else "error"
+    counted = r["mutants"] - equivalent
+    return f"{100 * r['killed'] / counted:.0f}% ({r['killed']}/{counted})" if counted else "-"
+
+
+def _equivalent(module: str, s: dict) -> str | None:
+    return EQUIVALENT.get((module, s["operator"], s["source"]))
+
+
+def render(results: dict) -> str:
+    before, after = results.get("before", {}), results.get("after", {})
+    out = [
+        "# Mutation testing of the pure core",
+        "",
+        "Generated by `bench/mutation.py` (cosmic-ray; see its docstring for the operators "
+        "and how to run it). Each module is mutated with only its own unit tests. The kill "
+        "rate counts equivalent mutants (listed with the reason below) as neither killed nor "
+        "survived. *Before*: the tests as they were when issue 19 was filed; *after*: with "
+        "its tests.",
+        "",
+        "| module | tests | before | after | equivalent | survivors |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for module in MODULES:
+        a = after.get(module)
+        eq = [s for s in (a or {}).get("survivors", []) if _equivalent(module, s)]
+        live = len((a or {}).get("survivors", [])) - len(eq)
+        tests = ", ".join(Path(t).name for t in (a or before.get(module) or {}).get("tests", []))
+        out.append(f"| {module}.py | {tests} | {_rate(before.get(module))} | "
+                   f"{_rate(a, len(eq))} | {len(eq) if a else ''} | "
+                   f"{live if a and 'mutants' in a else ''} |")
+    out += ["", "Modules marked *not run* have not been mutated yet (time ran out); run "
+            "`bench/mutation.py MODULE` to fill them in.", ""]
+    for label, runs in (("after", after), ("before", before)):
+        for module, r in runs.items():
+            if "error" in r:
+                out += [f"## {module}.py ({label}): not measured", "", "```",
+                        r["error"], "```", ""]
+                continue
+            if not r["survivors"]:
+                continue
+            if label == "before" and module in after:
+                continue  # the current survivors are what matters once re-run
+            out += [f"## {module}.py: survivors ({label}, {r['date']})", ""]
+            for s in r["survivors"]:
+                why = _equivalent(module, s)
+                head = f"**line {s['line']}, {s['operator']}**"
+                out.append(f"{head}: equivalent: {why}" if why else head)
+                out += ["", "```diff", s["diff"].strip(), "```", ""]
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("modules", nargs="*", help="e.g. control/wire (default: all)")
+    parser.add_argument("--label", default="after", help="results slot: before or after")
+    parser.add_argument("--report", action="store_true", help="only re-render the report")
+    args = parser.parse_args()
+    results = load()
+    if not args.report:
+        chosen = [m for m in MODULES if not args.modules
+                  or any(m.endswith(x) or re.fullmatch(x, m) for x in args.modules)]
+        if not chosen:
+            parser.error(f"no such module; one of: {', '.join(MODULES)}")
+        with tempfile.TemporaryDirectory(prefix="tfbuild-mutation-") as tmp:
+            work = Path(tmp)
+            _package_copy(work)
+            env = dict(os.environ, PYTHONPATH=str(work), PYTHONDONTWRITEBYTECODE="1")
+            for module in chosen:
+                print(f"mutating {module} ...", flush=True)
+                r = run_module(module, work, env)
+                results.setdefault(args.label, {})[module] = r
+                RESULTS.parent.mkdir(parents=True, exist_ok=True)
+                RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+                print(f"  {_rate(r)}, {len(r.get('survivors', []))} survived, "
+                      f"{r.get('seconds', '?')} s", flush=True)
+    REPORT.write_text(render(results))
+    print(f"wrote {REPORT.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
