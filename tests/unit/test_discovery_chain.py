@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import pytest
@@ -23,6 +24,34 @@ def test_documented_order():
         "rendezvous",
         "single",
     )
+
+
+# For each source, the environment its scheduler sets for node 0 of a 2-node job.
+APPLIES = {
+    "explicit": {"TFBUILD_HOSTS": "a,b", "TFBUILD_NODE_RANK": "0"},
+    "tf_config": {"TF_CONFIG": TF_CONFIG},
+    "mpi": {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2",
+            "OMPI_COMM_WORLD_LOCAL_RANK": "0", "OMPI_COMM_WORLD_LOCAL_SIZE": "1",
+            "OMPI_COMM_WORLD_NODE_RANK": "0", "OMPI_MCA_orte_default_hostfile": "/hf"},
+    "slurm": {"SLURM_JOB_ID": "1", "SLURM_PROCID": "0", "SLURM_JOB_NODELIST": "n[1-2]",
+              "SLURM_NODEID": "0"},
+    "kubernetes": {"JOB_COMPLETION_INDEX": "0", "TFBUILD_K8S_SUBDOMAIN": "trainers",
+                   "TFBUILD_K8S_JOB_NAME": "tf"},
+    "dns": {"TFBUILD_DNS_NAME": "trainers"},
+}
+
+
+def _two_node_ctx(env):
+    return make_ctx(env, node_count=2, hostname="n1", files={"/hf": "n1 slots=1\nn2 slots=1\n"},
+                    addresses=["10.0.0.1"], resolve=lambda name: ["10.0.0.1", "10.0.0.2"])
+
+
+@pytest.mark.parametrize(("first", "second"), list(itertools.combinations(APPLIES, 2)))
+def test_of_two_sources_that_apply_the_documented_earlier_one_wins(first, second):
+    """Runs discovery (not just the ORDER constant): a container under srun inside a
+    Kubernetes pod, or with TF_CONFIG left over, must pick the same source every time."""
+    assert chain.discover(_two_node_ctx(APPLIES[second])).source == second
+    assert chain.discover(_two_node_ctx({**APPLIES[first], **APPLIES[second]})).source == first
 
 
 def test_single_node_falls_back_to_localhost():
