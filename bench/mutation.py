@@ -231,6 +231,7 @@ def main() -> int:
             for module in chosen:
                 print(f"mutating {module} ...", flush=True)
                 r = run_module(module, work, env)
+                results = load()  # another run may have stored other modules meanwhile
                 results.setdefault(args.label, {})[module] = r
                 RESULTS.parent.mkdir(parents=True, exist_ok=True)
                 RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
