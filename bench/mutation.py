@@ -217,7 +217,12 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help="e.g. control/wire (default: all)")
     parser.add_argument("--label", default="after", help="results slot: before or after")
     parser.add_argument("--report", action="store_true", help="only re-render the report")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="where to store results (a scratch file for a trial run)")
     args = parser.parse_args()
+    global RESULTS, REPORT
+    if args.results != RESULTS:  # a trial run: its report goes beside its results
+        RESULTS, REPORT = args.results.resolve(), args.results.resolve().with_suffix(".md")
     results = load()
     if not args.report:
         chosen = [m for m in MODULES if not args.modules
@@ -238,7 +243,7 @@ def main() -> int:
                 print(f"  {_rate(r)}, {len(r.get('survivors', []))} survived, "
                       f"{r.get('seconds', '?')} s", flush=True)
     REPORT.write_text(render(results))
-    print(f"wrote {REPORT.relative_to(REPO)}")
+    print(f"wrote {REPORT}")
     return 0
 
 
