@@ -213,6 +213,7 @@ def render(results: dict) -> str:
 
 
 def main() -> int:
+    global RESULTS, REPORT
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("modules", nargs="*", help="e.g. control/wire (default: all)")
     parser.add_argument("--label", default="after", help="results slot: before or after")
@@ -220,7 +221,6 @@ def main() -> int:
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help="where to store results (a scratch file for a trial run)")
     args = parser.parse_args()
-    global RESULTS, REPORT
     if args.results != RESULTS:  # a trial run: its report goes beside its results
         RESULTS, REPORT = args.results.resolve(), args.results.resolve().with_suffix(".md")
     results = load()

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mutation import REPO, _package_copy  # noqa: E402
+from mutation import _package_copy
 
 WIRE = "tfbuild_agent/control/wire.py"
 HANDSHAKE = "tfbuild_agent/control/handshake.py"

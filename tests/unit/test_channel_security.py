@@ -299,7 +299,8 @@ def _mpi_hello(port: int, fields: dict[str, Any],
 @pytest.mark.parametrize(
     ("fields", "field", "value"),
     [
-        ({"op": "exec", "command": ["orted", "--help"]}, "command", ["orted", "--mca", "injected", "1"]),
+        ({"op": "exec", "command": ["orted", "--help"]}, "command",
+         ["orted", "--mca", "injected", "1"]),
         ({"op": "result", "code": 3, "message": "rank 1 failed"}, "code", 0),
         ({"op": "ping"}, "op", "result"),
     ],
