@@ -414,3 +414,35 @@ def test_launched_rejects_placement_and_evaluator():
     m = Membership("mpi", ("a",), 0, process=ProcessIdentity(0, 1, 0, 1))
     with pytest.raises(TopologyError, match="already started one process per task"):
         plan(m, JobSpec(distributed_backend="ps"), placement="chief:0,worker:0,ps:0")
+
+
+@pytest.mark.parametrize(("nodes", "per_node"), [(3, 2), (2, 1), (1, 2)])
+def test_the_evaluator_of_a_multiworker_job_runs_on_the_last_node_outside_the_cluster(
+    nodes, per_node
+):
+    """Farthest from worker 0 (which saves the model); it has no port, its rank follows
+    every worker's and it is not counted in the world size the workers see."""
+    job = JobSpec(distributed_backend="multiworker", node_count=nodes,
+                  process_count_per_node=per_node)
+    plans = [plan(Membership("explicit", ips(nodes), r), job, evaluator=True)
+             for r in range(nodes)]
+    evaluators = [(p.node_rank, t) for p in plans for t in p.tasks if t.role == "evaluator"]
+    assert [(node, t.index, t.rank) for node, t in evaluators] == [
+        (nodes - 1, 0, nodes * per_node)]
+    last = plans[-1]
+    assert last.world_size == nodes * per_node
+    assert [t.local_rank for t in last.tasks] == list(range(per_node + 1))
+    assert {t.env["LOCAL_WORLD_SIZE"] for t in last.tasks} == {str(per_node + 1)}
+    placed = {d["task"]: d for d in last.details["placement"]}
+    assert placed["evaluator-0"]["port"] is None and placed["evaluator-0"]["node"] == nodes - 1
+    assert all(len(p.tasks) == per_node for p in plans[:-1])
+
+
+def test_the_evaluator_of_a_ps_job_takes_the_next_round_robin_node():
+    job = JobSpec(distributed_backend="ps", node_count=3, worker_count=2,
+                  parameter_server_count=1)
+    # Round-robin order chief, ps, worker, worker, evaluator -> nodes 0, 1, 2, 0, 1.
+    p = plan(Membership("explicit", ips(3), 1), job, evaluator=True)
+    nodes = {d["task"]: d["node"] for d in p.details["placement"]}
+    assert nodes == {"chief-0": 0, "ps-0": 1, "worker-0": 2, "worker-1": 0, "evaluator-0": 1}
+    assert [t.name for t in p.tasks] == ["ps-0", "evaluator-0"]
