@@ -9,9 +9,10 @@ Not part of CI: each mutant is one pytest run (about an hour for the whole core 
 Each module is mutated with only its own unit tests (MODULES below), in a copy of the tree
 made when the run starts (so editing the worktree meanwhile changes nothing), and its
 results are stored in docs/mutation/results.json under `--label` ("after" by default;
-"before" is the run before issue 19's tests). docs/mutation-report.md is rendered from
-that file: kill rate per module before and after, every survivor with its diff, and the
-survivors that are equivalent mutants (EQUIVALENT below) with the reason.
+"before" is `--label before --at afb63ef`, the tree before issue 19's tests).
+docs/mutation-report.md is rendered from that file: kill rate per module before and
+after, every survivor with its diff, and the survivors that are equivalent mutants
+(EQUIVALENT below) with the reason.
 
 The operators are the faults a person makes: a flipped or off-by-one comparison, `+`/`-`
 swapped, a negated or dropped condition, True/False swapped, `and`/`or` swapped, a
@@ -82,14 +83,23 @@ OPERATORS = (
 EQUIVALENT: dict[tuple[str, str, str], str] = {}
 
 
-def _package_copy(dest: Path) -> None:
-    """The tree as it is now, importable as tfbuild / tfbuild_agent from `dest`."""
+def _package_copy(dest: Path, commit: str | None = None) -> None:
+    """The tree as it is now (or at `commit`), importable as tfbuild / tfbuild_agent
+    from `dest`."""
+    src = REPO
+    if commit:
+        src = dest / ".tree"
+        src.mkdir()
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "builder",
+                                  "base-images", "entrypoint", "tests", "pyproject.toml"],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".venv", "outputs")
-    shutil.copytree(REPO / "builder", dest / "tfbuild", ignore=skip)
-    shutil.copytree(REPO / "base-images", dest / "tfbuild" / "base_images", ignore=skip)
-    shutil.copytree(REPO / "entrypoint", dest / "tfbuild_agent", ignore=skip)
-    shutil.copytree(REPO / "tests", dest / "tests", ignore=skip)
-    shutil.copy(REPO / "pyproject.toml", dest / "pyproject.toml")
+    shutil.copytree(src / "builder", dest / "tfbuild", ignore=skip)
+    shutil.copytree(src / "base-images", dest / "tfbuild" / "base_images", ignore=skip)
+    shutil.copytree(src / "entrypoint", dest / "tfbuild_agent", ignore=skip)
+    shutil.copytree(src / "tests", dest / "tests", ignore=skip)
+    shutil.copy(src / "pyproject.toml", dest / "pyproject.toml")
 
 
 def _copy_path(module: str) -> str:
@@ -103,7 +113,7 @@ def _pytest(tests: list[str]) -> str:
 
 
 def run_module(module: str, work: Path, env: dict[str, str]) -> dict:
-    tests = [t for t in MODULES[module] if (REPO / t).exists()]
+    tests = [t for t in MODULES[module] if (work / t).exists()]  # some are newer than --at
     name = module.replace("/", "_")
     started = time.monotonic()
     base = subprocess.run(_pytest(tests).split(), cwd=work, env=env, capture_output=True,
@@ -218,6 +228,8 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help="e.g. control/wire (default: all)")
     parser.add_argument("--label", default="after", help="results slot: before or after")
     parser.add_argument("--report", action="store_true", help="only re-render the report")
+    parser.add_argument("--at", metavar="COMMIT",
+                        help="mutate the tree of COMMIT, e.g. `--label before --at afb63ef`")
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help="where to store results (a scratch file for a trial run)")
     args = parser.parse_args()
@@ -231,7 +243,7 @@ def main() -> int:
             parser.error(f"no such module; one of: {', '.join(MODULES)}")
         with tempfile.TemporaryDirectory(prefix="tfbuild-mutation-") as tmp:
             work = Path(tmp)
-            _package_copy(work)
+            _package_copy(work, args.at)
             env = dict(os.environ, PYTHONPATH=str(work), PYTHONDONTWRITEBYTECODE="1")
             for module in chosen:
                 print(f"mutating {module} ...", flush=True)
