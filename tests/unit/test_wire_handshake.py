@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 
@@ -39,6 +40,17 @@ def test_lines_split_across_reads_and_several_in_one_read_are_all_decoded() -> N
     assert reader.feed(b'{"type":"a"}\n{"ty') == [{"type": "a"}]
     assert reader.feed(b'pe":"b"}\n\n  \n{"type":"c"}\n') == [{"type": "b"}, {"type": "c"}]
     assert reader.feed(b"") == []
+
+
+@pytest.mark.parametrize(("limit", "size"), [(MAX_UNAUTHENTICATED_LINE, 8 * 1024),
+                                             (MAX_LINE, 4 * 1024 * 1024)])
+def test_the_documented_line_limits_hold(limit: int, size: int) -> None:
+    """docs/rendezvous.md: 8 KiB from an unauthenticated peer, afterwards 4 MiB (a
+    512-node `formed` message is ~40 KB)."""
+    reader = LineReader(limit)
+    assert reader.feed(b"x" * size) == []
+    with pytest.raises(ProtocolError, match=f"longer than {size} bytes"):
+        reader.feed(b"x")
 
 
 def test_a_line_longer_than_the_limit_is_refused_and_one_at_the_limit_is_not() -> None:
@@ -154,6 +166,14 @@ def test_an_altered_unsigned_or_reflected_message_is_refused() -> None:
     assert server.check(sealed) is None  # the refusals did not advance the count
 
 
+def test_the_mac_does_not_depend_on_the_order_of_keys_on_the_wire() -> None:
+    """JSON objects are unordered: a peer (or proxy) that writes keys in another order
+    sends the same message."""
+    client, server = pair()
+    sealed = client.seal({"type": "report", "task": "worker-0", "kind": "completed"})
+    assert server.check(dict(reversed(sealed.items()))) is None
+
+
 def test_seal_replaces_a_mac_the_caller_left_in() -> None:
     client, server = pair()
     assert server.check(client.seal({"type": "hb", "mac": "forged"})) is None
@@ -178,6 +198,16 @@ def test_a_line_socket_sends_and_receives_and_sees_the_end(link_pair) -> None:
     assert right.receive(1) == [{"type": "hb"}]
     left.close()
     assert right.receive(1) is None
+
+
+def test_receive_waits_no_longer_than_asked_and_not_at_all_for_a_past_deadline(
+    link_pair,
+) -> None:
+    _, right = link_pair
+    for timeout in (0.0, -1.0, 0.05):
+        started = time.monotonic()
+        assert right.receive(timeout) == []
+        assert time.monotonic() - started < 0.5, timeout
 
 
 def test_once_secured_sends_are_sealed_and_bad_messages_go_to_on_reject(link_pair) -> None:
