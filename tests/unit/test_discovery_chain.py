@@ -145,3 +145,31 @@ def test_describe_single_and_rendezvous():
     assert chain.describe(make_ctx({}))["chosen"] == "single"
     report = chain.describe(make_ctx({"TFBUILD_RENDEZVOUS": "10.0.0.1:29400"}, node_count=2))
     assert report["chosen"] == "rendezvous"
+
+
+@pytest.mark.parametrize(
+    ("count", "shown"),
+    [(8, "h0, h1, h2, h3, h4, h5, h6, h7]"),
+     (9, "h0, h1, h2, h3, h4, h5, h6, h7, ... (9 in all)]")],
+)
+def test_the_discovery_log_line_lists_up_to_8_hosts_then_counts(count, shown):
+    logs: list[str] = []
+    hosts = ",".join(f"h{i}" for i in range(count))
+    env = {"TFBUILD_HOSTS": hosts, "TFBUILD_NODE_RANK": str(count - 1)}
+    chain.discover(make_ctx(env, node_count=count, logs=logs))
+    assert logs == [f"discovery: explicit found {count} node(s) [{shown}; "
+                    f"this is node {count - 1} (h{count - 1})"]
+
+
+def test_describe_on_a_single_node_job_prefers_a_source_that_applies_over_single():
+    report = chain.describe(make_ctx({"TFBUILD_HOSTS": "a", "TFBUILD_NODE_RANK": "0"}))
+    assert report["chosen"] == "explicit"
+    assert report["sources"][-1]["applies"] is True  # single would apply too
+
+
+def test_describe_says_whether_the_rendezvous_is_set():
+    by_name = {e["source"]: e for e in chain.describe(make_ctx({}))["sources"]}
+    assert by_name["rendezvous"]["why"] == "TFBUILD_RENDEZVOUS is not set"
+    env = {"TFBUILD_RENDEZVOUS": "10.0.0.1:29400"}
+    by_name = {e["source"]: e for e in chain.describe(make_ctx(env, node_count=2))["sources"]}
+    assert by_name["rendezvous"]["why"] == "TFBUILD_RENDEZVOUS is set (not joined by describe)"
