@@ -290,3 +290,43 @@ def test_invariant_the_ca_is_trusted_whenever_asked(project, case, asked):
 def test_invariant_no_ca_step_when_none_is_asked(project):
     text = render(project, CASES["cpu_default"])
     assert "tfbuild/ca" not in text and "update-ca-certificates" not in text
+
+
+def _layers(project: Path, **overrides):
+    spec = load_spec(project, {"entry_script": "train.py", **overrides})
+    return image_layers(spec, source_digest=SOURCE_DIGEST)
+
+
+def test_the_users_environment_and_labels_win_over_tfbuilds_defaults(project):
+    layers = _layers(project, environment_variables={"PYTHONUNBUFFERED": "0", "A": "1"},
+                     labels={"org.opencontainers.image.title": "mine"})
+    assert layers.env["PYTHONUNBUFFERED"] == "0" and layers.env["A"] == "1"
+    assert layers.labels["org.opencontainers.image.title"] == "mine"
+    assert layers.labels["io.tfbuild.source-digest"] == SOURCE_DIGEST
+    assert _layers(project, tag="team/img:1").labels["org.opencontainers.image.title"] == \
+        "team/img:1"
+
+
+def test_os_packages_come_only_where_the_base_lacks_them(project):
+    assert _layers(project).os_packages == ()
+    assert _layers(project).base_is_tfbuild
+    custom = _layers(project, custom_docker_base_image="ubuntu:22.04", python_version="3.10")
+    assert not custom.base_is_tfbuild
+    assert custom.os_packages == ("python3", "python3-venv", "ca-certificates")
+    mpi = _layers(project, distributed_backend="mpi", node_count=2, horovod=False)
+    assert mpi.os_packages == ("openmpi-bin",)
+    assert mpi.env["OMPI_ALLOW_RUN_AS_ROOT"] == "1"
+    assert "OMPI_ALLOW_RUN_AS_ROOT" not in _layers(project).env
+
+
+def test_gpu_images_see_every_gpu_and_cpu_images_none(project):
+    gpu = _layers(project, use_gpu=True)
+    assert gpu.env["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert gpu.env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
+    assert "NVIDIA_VISIBLE_DEVICES" not in _layers(project).env
+
+
+def test_the_path_puts_tensorflows_venv_first_and_the_system_last(project):
+    path = _layers(project).env["PATH"].split(":")
+    assert path[0] == "/opt/tfbuild/venv/bin" and path[-1] == "/bin"
+    assert path.index("/opt/tfbuild/layers/user/bin") < path.index("/opt/tfbuild/agent/cmd")
