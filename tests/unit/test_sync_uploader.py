@@ -15,6 +15,7 @@ from tfbuild_agent.sync.manifest import Manifest
 from tfbuild_agent.sync.scheduler import Item
 from tfbuild_agent.sync.store import open_store
 from tfbuild_agent.sync.uploader import (
+    FAILED,
     GONE,
     SKIPPED,
     UNSETTLED,
@@ -53,10 +54,18 @@ class Setup:
         return path
 
     def upload(self, rel: str, *, closed: bool = True, final: bool = False,
-               first_seen: float | None = None) -> Outcome:
+               first_seen: float | None = None, now_wall: float | None = None) -> Outcome:
         now = time.monotonic()
         item = Item(rel, now, now, now if first_seen is None else first_seen, closed)
-        return self.uploader.upload(item, now_wall=time.time(), now_mono=now, final=final)
+        wall = time.time() if now_wall is None else now_wall
+        return self.uploader.upload(item, now_wall=wall, now_mono=now, final=final)
+
+    def write_at(self, rel: str, data: bytes, mtime: int) -> Path:
+        """Write `rel` with a whole-second mtime, for exact quiet times."""
+        path = self.workdir / rel
+        path.write_bytes(data)
+        os.utime(path, (mtime, mtime))
+        return path
 
     def stored(self, key: str) -> Path:
         return self.dest / "run-1" / key
@@ -113,7 +122,7 @@ def test_an_unclosed_output_waits_until_it_has_been_quiet_for_the_settle_time(s:
     s.write("outputs/metrics.csv", b"a,b\n", age=0.2)
     out = s.upload("outputs/metrics.csv", closed=False)
     assert out.kind == UNSETTLED
-    assert SETTLE - 0.2 - 2.0 < out.wait <= SETTLE - 0.2 + 0.01
+    assert SETTLE - 0.2 - 0.5 < out.wait <= SETTLE - 0.2 + 0.01
     s.write("outputs/metrics.csv", b"a,b\n", age=SETTLE + 0.5)
     assert s.upload("outputs/metrics.csv", closed=False).kind == UPLOADED
 
@@ -178,4 +187,105 @@ def test_error_descriptions_are_one_bounded_line() -> None:
     assert describe_error(OSError("disk\nfull")) == "OSError: disk full"
     long = describe_error(ValueError("x" * 1000))
     assert len(long) == 300 and long.endswith("...")
-    assert len(describe_error(ValueError("x" * 286))) == 298  # short enough: kept whole
+    assert describe_error(ValueError("x" * 288)) == "ValueError: " + "x" * 288  # 300: kept
+    assert describe_error(ValueError("x" * 289)).endswith("x...")  # 301: cut to 300
+    assert len(describe_error(ValueError("x" * 289))) == 300
+
+
+def test_without_a_watcher_no_file_counts_as_held_open(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+    bare = Uploader(s.store, s.manifest, s.workdir, lambda rel: rel,
+                    settle=SETTLE, output_settle=OUTPUT_SETTLE, snapshot_after=SNAPSHOT)
+    assert bare.settle_for("outputs/model.h5") == SETTLE
+
+
+def test_a_log_is_snapshotted_from_exactly_snapshot_after_seconds(s: Setup) -> None:
+    item = Item("logs/train.log", 0.0, 0.0, 100.0, False)
+    assert s.uploader.may_snapshot(item, 100.0 + SNAPSHOT)
+    assert not s.uploader.may_snapshot(item, 100.0 + SNAPSHOT - 0.001)
+
+
+def test_settle_boundaries_are_exact(s: Setup) -> None:
+    """Quiet for exactly the settle time counts as settled; an output reopened after its
+    close waits until it has been quiet for output_settle, unless this is the final flush."""
+    mtime = int(time.time()) - 100
+    s.write_at("outputs/a.csv", b"a", mtime)
+    out = s.upload("outputs/a.csv", closed=False, now_wall=mtime + SETTLE - 1)
+    assert out == Outcome(UNSETTLED, wait=1.0)
+    assert s.upload("outputs/a.csv", closed=False, now_wall=mtime + SETTLE).kind == UPLOADED
+    # A clock behind the file's mtime: wait the whole settle time, not less.
+    s.write_at("outputs/b.csv", b"b", mtime)
+    assert s.upload("outputs/b.csv", closed=False, now_wall=mtime - 50) == Outcome(
+        UNSETTLED, wait=SETTLE)
+
+
+def test_an_output_opened_again_after_its_close_waits_unless_final(tmp_path: Path) -> None:
+    held = Setup(tmp_path, open_files=("outputs/ckpt",))
+    mtime = int(time.time()) - 100
+    held.write_at("outputs/ckpt", b"v1", mtime)
+    assert held.upload("outputs/ckpt", now_wall=mtime + 10) == Outcome(UNSETTLED, wait=SETTLE)
+    assert held.upload("outputs/ckpt", now_wall=mtime + OUTPUT_SETTLE - 2) == Outcome(
+        UNSETTLED, wait=2.0)
+    assert held.upload("outputs/ckpt", now_wall=mtime + OUTPUT_SETTLE).kind == UPLOADED
+    held.write_at("outputs/ckpt", b"v2", mtime + 1)
+    assert held.upload("outputs/ckpt", now_wall=mtime + 10, final=True).kind == UPLOADED
+    assert held.stored("outputs/ckpt").read_bytes() == b"v2"
+
+
+def test_a_just_written_closed_output_is_uploaded_after_the_tick_check(s: Setup) -> None:
+    s.write("outputs/fresh.bin", b"fresh", age=0.0)
+    assert s.upload("outputs/fresh.bin").kind == UPLOADED
+
+
+def test_a_write_between_the_settle_check_and_the_read_postpones_the_upload(
+    tmp_path: Path,
+) -> None:
+    """The file changes after it was judged settled, before it is opened (the watcher is
+    asked in between): nothing is stored and it is looked at again shortly."""
+    rel = "outputs/race.bin"
+    s = Setup(tmp_path)
+
+    def write_meanwhile(asked: str) -> bool:
+        if asked == rel:
+            with open(s.workdir / rel, "ab") as f:
+                f.write(b" and more")
+        return False
+
+    s.uploader.is_open = write_meanwhile
+    s.write(rel, b"first", age=1.0)
+    assert s.upload(rel) == Outcome(UNSETTLED, wait=0.2)
+    assert not s.stored(rel).exists()
+
+
+def test_a_file_deleted_between_the_settle_check_and_the_read_is_gone(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+    s.uploader.is_open = lambda asked: (s.workdir / asked).unlink() or False
+    s.write("outputs/tmp.bin", b"x", age=1.0)
+    assert s.upload("outputs/tmp.bin").kind == GONE
+
+
+def test_a_path_that_cannot_be_read_fails_with_the_reason(s: Setup) -> None:
+    s.write("outputs/file", b"x")
+    out = s.upload("outputs/file/inside")
+    assert out.kind == FAILED and "cannot read" in out.error and "NotADirectoryError" in out.error
+
+
+def test_a_log_in_one_part_is_put_whole_at_the_end(s: Setup) -> None:
+    s.write("logs/train.log", b"only line\n")
+    s.upload("logs/train.log")
+    assert len(s.store.parts_of("logs/train.log")) == 1
+    assert s.upload("logs/train.log", final=True) == Outcome(UPLOADED, size=10)
+    assert s.store.parts_of("logs/train.log") == []
+    assert s.stored("logs/train.log").read_bytes() == b"only line\n"
+
+
+def test_a_rewritten_log_leaves_none_of_the_old_parts_behind(s: Setup) -> None:
+    s.write("logs/train.log", b"run A line 1\n")
+    s.upload("logs/train.log")
+    s.write("logs/train.log", b"run A line 1\nrun A line 2\n")
+    s.upload("logs/train.log")
+    assert len(s.store.parts_of("logs/train.log")) == 2
+    s.write("logs/train.log", b"run B, from the start, much longer than before\n")
+    s.upload("logs/train.log")
+    assert len(s.store.parts_of("logs/train.log")) == 1
+    assert s.store.read("logs/train.log") == b"run B, from the start, much longer than before\n"
