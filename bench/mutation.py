@@ -118,6 +118,17 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
          "not observable: the settle check sleeps a tick more on a file that did not change"),
         (r"^if wait (<= -?1|< 0):$", "not observable: 1 ns"),
     ],
+    "entrypoint/launch/command": [
+        (r"module = entry\[ 2:\]\.strip\(\)",
+         "equivalent: the entry starts with '-m ', so the extra space is stripped anyway"),
+        (r'token\.split\("=", 2\)\[0\]', "equivalent: only the part before the first '=' is used"),
+        (r"_is_flag\(groups\[-1\]\[ -1\]\)",
+         "equivalent: only a group's first token can be a flag (flags start new groups), so "
+         "when the first token is a `--k=v` flag it is also the last"),
+    ],
+    "entrypoint/hostlist": [
+        (r'raw\.split\("#", 2\)\[0\]', "equivalent: only the part before the first '#' is used"),
+    ],
     "entrypoint/control/handshake": [
         (r"@dataclass\(frozen=False\)",
          "equivalent: no caller assigns to a Hello or Checked; frozen only guards misuse"),

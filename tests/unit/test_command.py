@@ -78,3 +78,11 @@ def test_a_lone_dash_is_a_value_and_numbers_in_e_notation_are_values():
     assert merge_script_params(baked, ["--in", "f.txt"]) == ["--", "--raw", "1", "--in", "f.txt"]
     assert merge_script_params(["--x", "1e-3", "--y", "-2.5e+4"], ["--x", "0"]) == [
         "--y", "-2.5e+4", "--x", "0"]
+
+
+def test_a_leading_k_equals_v_flag_and_a_flag_whose_value_has_an_equals_sign():
+    assert merge_script_params(["--lr=0.1", "data.csv"], ["--lr=1"]) == ["data.csv", "--lr=1"]
+    # `--define k=v extra`: both are --define's values, replaced together.
+    baked = ["--define", "k=v", "extra", "--epochs", "2"]
+    assert merge_script_params(baked, ["--define", "z=1"]) == [
+        "--epochs", "2", "--define", "z=1"]
