@@ -263,6 +263,13 @@ def render(results: dict) -> str:
                    f"{live if a and 'mutants' in a else ''} |")
     out += ["", "Modules marked *not run* have not been mutated yet (time ran out); run "
             "`bench/mutation.py MODULE` to fill them in.", ""]
+    breaks = RESULTS.parent / "security-breaks.md"
+    if breaks.exists():
+        out += ["## The channel security tests against broken handshakes", "",
+                "`bench/security_breaks.py` puts each break below into a copy of the tree "
+                "and runs tests/unit/test_channel_security.py (plus the older wrong-token "
+                "and impostor tests) against it; a test that no break makes fail would "
+                "prove nothing.", "", breaks.read_text().strip(), ""]
     for label, runs in (("after", after), ("before", before)):
         for module, r in runs.items():
             if "error" in r:

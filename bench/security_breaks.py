@@ -5,9 +5,9 @@
 Each BREAK below is a realistic security bug put into a copy of the tree (the worktree is
 never touched); the security tests then run against that copy. A break that no test
 notices, or a test in tests/unit/test_channel_security.py that no break makes fail,
-is reported and the script exits 1. Not part of CI (about a minute): run it after
-changing the handshake, the MACs or these tests. The table it prints is quoted in
-docs/mutation-report.md.
+is reported and the script exits 1. Not part of CI (a few minutes): run it after
+changing the handshake, the MACs or these tests. The table it prints is also written to
+docs/mutation/security-breaks.md, which docs/mutation-report.md includes.
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mutation import _package_copy
+from mutation import REPO, _package_copy
+
+OUT = REPO / "docs" / "mutation" / "security-breaks.md"
 
 WIRE = "tfbuild_agent/control/wire.py"
 HANDSHAKE = "tfbuild_agent/control/handshake.py"
@@ -82,7 +85,8 @@ def main() -> int:
         ).stdout
         caught: dict[str, set[str]] = {t: set() for t in re.findall(r"^(\S+::\S+)$", tests, re.M)}
         ok = True
-        print("| break | tests that fail |\n| --- | --- |")
+        table = ["| break | tests that fail |", "| --- | --- |"]
+        print("\n".join(table))
         for name, (path, old, new) in BREAKS.items():
             target = work / path
             original = target.read_text()
@@ -98,11 +102,16 @@ def main() -> int:
             for t in failed:
                 caught.setdefault(t, set()).add(name)
             shown = ", ".join(sorted(t.split("::", 1)[1] for t in failed)) or "**none**"
-            print(f"| {name} | {len(failed)}: {shown} |", flush=True)
+            table.append(f"| {name} | {len(failed)}: {shown} |")
+            print(table[-1], flush=True)
             ok &= bool(failed)
         missed = [t for t, by in caught.items() if t.startswith(SECURITY) and not by]
-        for t in missed:
-            print(f"not failed by any break: {t}")
+        table.append("")
+        table += [f"Not failed by any break: `{t}`" for t in missed] or [
+            f"Each of the {len(caught)} tests in {SECURITY} fails under at least one break."]
+        print("\n".join(table[-len(missed) or -1:]))
+        OUT.write_text(f"Run on {time.strftime('%Y-%m-%d')} ({len(BREAKS)} breaks).\n\n"
+                       + "\n".join(table) + "\n")
         return 0 if ok and not missed else 1
 
 
