@@ -129,6 +129,20 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
     "entrypoint/hostlist": [
         (r'raw\.split\("#", 2\)\[0\]', "equivalent: only the part before the first '#' is used"),
     ],
+    "entrypoint/sync/manifest": [
+        (r"@dataclass\(frozen=False\)",
+         "equivalent: no caller assigns to an Entry; frozen only guards misuse"),
+        (r"sort_keys=False\) \+ ", "equivalent: lines are read back by key, not by position"),
+        (r"^uploaded_at: float = -?1\.0$",
+         "not observable: the upload time is for diagnostics; every reader passes it"),
+    ],
+    "builder/image/render": [
+        (r"@dataclass\(frozen=False\)",
+         "equivalent: no caller assigns to the layers; frozen only guards misuse"),
+        (r"^lstrip_blocks=False,$",
+         "equivalent for the templates as they are: no template indents a block tag "
+         "(the goldens would show it)"),
+    ],
     "entrypoint/control/handshake": [
         (r"@dataclass\(frozen=False\)",
          "equivalent: no caller assigns to a Hello or Checked; frozen only guards misuse"),

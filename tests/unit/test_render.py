@@ -330,3 +330,35 @@ def test_the_path_puts_tensorflows_venv_first_and_the_system_last(project):
     path = _layers(project).env["PATH"].split(":")
     assert path[0] == "/opt/tfbuild/venv/bin" and path[-1] == "/bin"
     assert path.index("/opt/tfbuild/layers/user/bin") < path.index("/opt/tfbuild/agent/cmd")
+
+
+def test_layers_have_no_pip_conf_unless_told(project):
+    assert _layers(project).pip_conf is False
+    assert "PIP_CONFIG_FILE" not in _layers(project).pip_env
+
+
+def test_an_image_without_horovod_has_no_patch_files(project):
+    from tfbuild.image.render import horovod_patch_files
+
+    assert horovod_patch_files(_layers(project)) == {}
+    mpi4py = _layers(project, distributed_backend="mpi", node_count=2, horovod=False)
+    assert horovod_patch_files(mpi4py) == {}
+
+
+def test_a_local_conda_channel_is_named_in_the_label_without_its_path(project, tmp_path):
+    from tfbuild.image.render import label_spec
+
+    channel = tmp_path / "channels" / "mine"
+    (channel / "noarch").mkdir(parents=True)
+    (channel / "noarch" / "repodata.json").write_text("{}")
+    spec = load_spec(project, {"entry_script": "train.py", "conda_packages": ["jq"],
+                               "conda_channels": [str(channel), "conda-forge"]})
+    assert label_spec(spec)["conda_channels"] == ["mine", "conda-forge"]
+
+
+def test_rendered_text_never_has_two_blank_lines_in_a_row_or_trailing_spaces():
+    from tfbuild.image.render import _squeeze_blank_lines
+
+    text = "FROM os  \n\n\n\nRUN a\n \nRUN b\n\n\nRUN c\n\n"
+    assert _squeeze_blank_lines(text) == "FROM os\n\nRUN a\n\nRUN b\n\nRUN c\n"
+    assert _squeeze_blank_lines("\n\nA\n") == "A\n"

@@ -96,3 +96,17 @@ def test_tail_digest_of_a_short_prefix_covers_it_from_byte_0(tmp_path) -> None:
         assert tail_digest(fd, 0) == hashlib.sha256(b"").hexdigest()
     finally:
         os.close(fd)
+
+
+def test_records_after_a_torn_line_still_count(tmp_path) -> None:
+    """A crash tore a line; the restarted agent appends after it. The first new record
+    is glued to the torn one and lost (that file is uploaded once more); every later
+    one is read back."""
+    path = tmp_path / "m.jsonl"
+    Manifest(path).record("outputs/a", Entry(1, "aa", 1))
+    with open(path, "a") as f:
+        f.write('{"path": "outputs/torn", "si')
+    restarted = Manifest(path)
+    restarted.record("outputs/b", Entry(2, "bb", 2))
+    restarted.record("outputs/c", Entry(3, "cc", 3))
+    assert Manifest(path).paths() == ["outputs/a", "outputs/c"]
