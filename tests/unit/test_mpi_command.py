@@ -239,3 +239,16 @@ def test_a_rank_that_completes_still_runs_its_exit_handlers(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-u", str(RANK_BOOT), str(script)],
                           capture_output=True, text=True, timeout=30)
     assert (proc.returncode, proc.stdout) == (0, "finalized\n")
+
+
+@pytest.mark.parametrize(
+    ("rank", "where"),
+    [(0, " (on n0)"), (1, " (on n0)"), (2, " (on n1)"), (5, " (on n2)"), (6, "")],
+)
+def test_the_failed_ranks_node_follows_mpiruns_by_slot_mapping(rank: int, where: str) -> None:
+    """2 ranks per node: ranks 0-1 on node 0, 2-3 on node 1, ...; a rank past the last
+    node names no node rather than a wrong one."""
+    text = ABORTED.replace("on rank 1 in", f"on rank {rank} in")
+    hosts = ["n0", "n1", "n2"]
+    assert describe_failure(text.splitlines(), 5, hosts, 2).startswith(
+        f"rank {rank}{where} called MPI_Abort")
