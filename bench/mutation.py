@@ -143,6 +143,17 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
          "equivalent for the templates as they are: no template indents a block tag "
          "(the goldens would show it)"),
     ],
+    "entrypoint/topology": [
+        (r"@dataclass\(frozen=False\)",
+         "equivalent: nothing assigns to a Task, Plan or placed task; frozen only guards misuse"),
+        (r"^local_(rank|world): int = -?\d$",
+         "equivalent: _with_ports sets local_rank and local_world on every placed task"),
+        (r"range\(counts\.get\(role, -1\)\)",
+         "equivalent: range() of 0 or of -1 is empty alike"),
+        (r'nodes\["evaluator"\]\[ -1\]', "equivalent: there is one evaluator, so [0] is [-1]"),
+        (r"if found <= job\.node_count",
+         "equivalent: reached only when found != node_count, where < and <= agree"),
+    ],
     "entrypoint/control/handshake": [
         (r"@dataclass\(frozen=False\)",
          "equivalent: no caller assigns to a Hello or Checked; frozen only guards misuse"),
