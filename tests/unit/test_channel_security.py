@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,7 +79,7 @@ def _wait_listening(port: int) -> bool:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return True
         except OSError:
-            threading.Event().wait(0.05)
+            time.sleep(0.05)
     return False
 
 
@@ -161,7 +162,7 @@ def result_channel(result: dict) -> Any:
     for _ in range(100):
         if "a" in result:
             return result["a"]
-        threading.Event().wait(0.05)
+        time.sleep(0.05)
     raise AssertionError("the serving node never formed")
 
 
