@@ -156,6 +156,7 @@ def test_a_growing_log_is_sent_as_appended_parts_then_whole_at_the_end(s: Setup)
     s.write("logs/train.log", b"line 1\nline 2\n")
     assert s.upload("logs/train.log") == Outcome(UPLOADED, size=7)  # only what was appended
     assert len(s.store.parts_of("logs/train.log")) == 2
+    assert s.manifest.get("logs/train.log").parts == 2  # how many parts the store holds
     assert s.store.read("logs/train.log") == b"line 1\nline 2\n"
     s.write("logs/train.log", b"line 1\nline 2\n", age=1.0)  # touched, nothing appended
     assert s.upload("logs/train.log").kind == SKIPPED
@@ -264,6 +265,16 @@ def test_a_file_deleted_between_the_settle_check_and_the_read_is_gone(tmp_path: 
     assert s.upload("outputs/tmp.bin").kind == GONE
 
 
+def test_a_file_deleted_while_its_settle_time_is_checked_is_looked_at_again_soon(
+    tmp_path: Path,
+) -> None:
+    s = Setup(tmp_path)
+    s.uploader.is_open = lambda asked: (s.workdir / asked).unlink(missing_ok=True) or False
+    s.write("outputs/tmp.bin", b"x", age=SETTLE + 1)
+    assert s.upload("outputs/tmp.bin", closed=False) == Outcome(UNSETTLED, wait=0.2)
+    assert s.upload("outputs/tmp.bin", closed=False).kind == GONE
+
+
 def test_a_path_that_cannot_be_read_fails_with_the_reason(s: Setup) -> None:
     s.write("outputs/file", b"x")
     out = s.upload("outputs/file/inside")
@@ -288,4 +299,5 @@ def test_a_rewritten_log_leaves_none_of_the_old_parts_behind(s: Setup) -> None:
     s.write("logs/train.log", b"run B, from the start, much longer than before\n")
     s.upload("logs/train.log")
     assert len(s.store.parts_of("logs/train.log")) == 1
+    assert s.manifest.get("logs/train.log").parts == 1
     assert s.store.read("logs/train.log") == b"run B, from the start, much longer than before\n"
