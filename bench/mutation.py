@@ -163,6 +163,13 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"if found <= job\.node_count",
          "equivalent: reached only when found != node_count, where < and <= agree"),
     ],
+    "entrypoint/launch/mpi/command": [
+        (r"@dataclass\(frozen=False\)",
+         "equivalent: nothing assigns to MpiSettings; frozen only guards misuse"),
+        (r"^launch_timeout = - ?[02]\.0$",
+         "equivalent: a timeout that is not a number only has to be refused; any value "
+         "of 0 or less is"),
+    ],
     "entrypoint/control/handshake": [
         (r"@dataclass\(frozen=False\)",
          "equivalent: no caller assigns to a Hello or Checked; frozen only guards misuse"),
