@@ -196,6 +196,10 @@ def _package_copy(dest: Path, commit: str | None = None) -> None:
     shutil.copy(src / "pyproject.toml", dest / "pyproject.toml")
 
 
+def _source(module: str) -> str:
+    return module + ".py"
+
+
 def _copy_path(module: str) -> str:
     top, rest = module.split("/", 1)
     return ("tfbuild/" if top == "builder" else "tfbuild_agent/") + rest + ".py"
@@ -265,6 +269,8 @@ def load() -> dict:
 def _rate(r: dict | None, equivalent: int = 0) -> str:
     if not r or "mutants" not in r:
         return "not run" if not r else "error"
+    if r.get("same_as_after"):
+        return "= after (code and tests unchanged)"
     counted = r["mutants"] - equivalent
     return f"{100 * r['killed'] / counted:.0f}% ({r['killed']}/{counted})" if counted else "-"
 
@@ -340,6 +346,9 @@ def main() -> int:
     parser.add_argument("--report", action="store_true", help="only re-render the report")
     parser.add_argument("--at", metavar="COMMIT",
                         help="mutate the tree of COMMIT, e.g. `--label before --at afb63ef`")
+    parser.add_argument("--fill-before", metavar="COMMIT",
+                        help="for modules whose code and tests are unchanged since COMMIT, "
+                        "record the after result as the before result too")
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help="where to store results (a scratch file for a trial run)")
     args = parser.parse_args()
@@ -364,6 +373,15 @@ def main() -> int:
                 RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
                 print(f"  {_rate(r)}, {len(r.get('survivors', []))} survived, "
                       f"{r.get('seconds', '?')} s", flush=True)
+    if args.fill_before:
+        results = load()
+        for module, r in results.get("after", {}).items():
+            paths = [_source(module), *r.get("tests", [])]
+            same = subprocess.run(["git", "-C", str(REPO), "diff", "--quiet", args.fill_before,
+                                   "--", *paths]).returncode == 0
+            if same and module not in results.get("before", {}):
+                results.setdefault("before", {})[module] = {**r, "same_as_after": True}
+        RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     REPORT.write_text(render(results))
     print(f"wrote {REPORT}")
     return 0
