@@ -185,7 +185,8 @@ def _package_copy(dest: Path, commit: str | None = None) -> None:
         src = dest / ".tree"
         src.mkdir()
         archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "builder",
-                                  "base-images", "entrypoint", "tests", "pyproject.toml"],
+                                  "base-images", "entrypoint", "tests", "docs",
+                                  "pyproject.toml"],
                                  check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".venv", "outputs")
@@ -193,6 +194,9 @@ def _package_copy(dest: Path, commit: str | None = None) -> None:
     shutil.copytree(src / "base-images", dest / "tfbuild" / "base_images", ignore=skip)
     shutil.copytree(src / "entrypoint", dest / "tfbuild_agent", ignore=skip)
     shutil.copytree(src / "tests", dest / "tests", ignore=skip)
+    # Some tests read these from the checkout (compat.yaml, the docs' recipes).
+    shutil.copytree(src / "base-images", dest / "base-images", ignore=skip)
+    shutil.copytree(src / "docs", dest / "docs", ignore=skip)
     shutil.copy(src / "pyproject.toml", dest / "pyproject.toml")
 
 
