@@ -169,6 +169,10 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"^launch_timeout = - ?[02]\.0$",
          "equivalent: a timeout that is not a number only has to be refused; any value "
          "of 0 or less is"),
+        (r"if -1 <= node < len\(hosts\)",
+         "equivalent: the rank is read by a regex of digits, so its node is never negative"),
+        (r"lost\.group\( 0\)",
+         "equivalent: the whole pattern is one group, so group 0 is group 1"),
     ],
     "entrypoint/control/handshake": [
         (r"@dataclass\(frozen=False\)",
