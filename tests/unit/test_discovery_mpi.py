@@ -129,3 +129,47 @@ def test_rank_outside_hostfile_slots():
     )
     with pytest.raises(DiscoveryError, match="rank 5 of 8 does not fit the 4 slots"):
         mpi.discover(ctx)
+
+
+def _ompi(rank: int, size: int, local_size: int = 2) -> dict[str, str]:
+    return {"OMPI_COMM_WORLD_RANK": str(rank), "OMPI_COMM_WORLD_SIZE": str(size),
+            "OMPI_COMM_WORLD_LOCAL_RANK": str(rank % local_size),
+            "OMPI_COMM_WORLD_LOCAL_SIZE": str(local_size),
+            "OMPI_MCA_orte_default_hostfile": "/hf"}
+
+
+@pytest.mark.parametrize(
+    ("hostfile", "rank", "size", "node"),
+    [
+        ("a slots=2\nb slots=2\n", 1, 4, 0),
+        ("a slots=2\nb slots=2\n", 2, 4, 1),  # the first rank past node 0's slots
+        ("a slots=2\nb slots=2\n", 3, 4, 1),
+        ("a slots=3\nb slots=1\n", 2, 4, 0),
+        ("a slots=3\nb slots=1\n", 3, 4, 1),
+        ("a slots=2\nb\n", 2, 3, 1),  # a line without slots is one slot
+        ("a\nb\n", 2, 4, 1),  # no slots at all: the local size per node
+        ("a\nb\n", 1, 4, 0),
+    ],
+)
+def test_a_container_whose_name_is_not_listed_finds_its_node_by_slot(hostfile, rank, size,
+                                                                      node):
+    """mpirun --map-by slot: ranks fill each node's slots in turn. A container hostname
+    (a hash) is not in the hostfile, so the rank decides the node."""
+    ctx = make_ctx(_ompi(rank, size), hostname="0a1b2c3d", addresses=["172.18.0.9"],
+                   files={"/hf": hostfile})
+    assert mpi.discover(ctx).node_rank == node
+
+
+@pytest.mark.parametrize(("hostfile", "rank", "size", "slots"),
+                         [("a slots=2\nb\n", 3, 4, 3), ("a slots=2\nb slots=2\n", 4, 5, 4)])
+def test_a_rank_past_every_slot_says_the_hostfile_differs(hostfile, rank, size, slots):
+    ctx = make_ctx(_ompi(rank, size), hostname="0a1b2c3d", addresses=["172.18.0.9"],
+                   files={"/hf": hostfile})
+    with pytest.raises(DiscoveryError, match=f"rank {rank} of {size} does not fit the "
+                       f"{slots} slots"):
+        mpi.discover(ctx)
+
+
+def test_a_listed_hostname_wins_over_the_slot_arithmetic():
+    ctx = make_ctx(_ompi(0, 4), hostname="b", files={"/hf": "a slots=2\nb slots=2\n"})
+    assert mpi.discover(ctx).node_rank == 1
