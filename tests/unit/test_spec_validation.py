@@ -525,3 +525,38 @@ def test_spec_error_is_a_tfbuild_error():
     from tfbuild.errors import TfbuildError
 
     assert issubclass(SpecError, TfbuildError)
+
+
+def test_an_entry_script_with_arguments_in_it_names_the_script_to_keep(proj):
+    e = fails(proj, entry_script="train.py --epochs")
+    assert "has arguments in it" in str(e)
+    assert e.fix.startswith("set entry_script: train.py and put the arguments")
+
+
+def test_a_module_entry_may_be_written_without_the_space(proj):
+    spec = spec_from_mapping({"entry_script": "-mpkg.train"}, proj)
+    assert spec.entry_script == "-m pkg.train"
+
+
+def test_the_close_name_is_found_in_subfolders_but_not_in_hidden_ones(proj):
+    (proj / "src").mkdir()
+    (proj / "src" / "train_model.py").write_text("")
+    (proj / ".venv" / "lib").mkdir(parents=True)
+    (proj / ".venv" / "lib" / "evaluate.py").write_text("")
+    fix = fails(proj, entry_script="src/trian_model.py").fix
+    assert "did you mean 'src/train_model.py'?" in fix
+    assert "did you mean" not in fails(proj, entry_script=".venv/lib/evaluat.py").fix
+
+
+@pytest.mark.parametrize(("before", "suggested"), [(1900, True), (2100, False)])
+def test_the_search_for_a_close_name_stops_in_a_huge_tree(proj, before, suggested):
+    """A source tree with a dataset in it must not make a typo take minutes: the search
+    looks at about the first 2000 files (in sorted order) and then gives up."""
+    data = proj / "a_data"
+    data.mkdir()
+    for i in range(before):
+        (data / f"{i:05d}.csv").write_text("")
+    (proj / "zz").mkdir()  # walked after a_data/
+    (proj / "zz" / "train_model.py").write_text("")
+    fix = fails(proj, entry_script="zz/trian_model.py").fix
+    assert ("did you mean 'zz/train_model.py'?" in fix) is suggested
