@@ -180,6 +180,14 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r'normal == "\.\." and normal\.startswith',
          "equivalent: resolving the path against the source directory refuses ../ too"),
     ],
+    "entrypoint/discovery/kubernetes": [
+        (r"found\[ -1\] if found else 0",
+         "equivalent: reached only with one match, so [0] is [-1]"),
+        (r'line\.split\("#", 2\)\[0\]|split\("\.", 2\)\[0\]',
+         "equivalent: only the part before the first separator is used"),
+        (r"for name in fields\[ 0:\]:",
+         "equivalent: the first field of an /etc/hosts line is an address, never `hostname.`"),
+    ],
     "entrypoint/control/handshake": [
         (r"@dataclass\(frozen=False\)",
          "equivalent: no caller assigns to a Hello or Checked; frozen only guards misuse"),
