@@ -188,6 +188,9 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"for name in fields\[ 0:\]:",
          "equivalent: the first field of an /etc/hosts line is an address, never `hostname.`"),
     ],
+    "entrypoint/discovery/mpi": [
+        (r"return found\[ -1\]$", "equivalent: reached only with one match, so [0] is [-1]"),
+    ],
     "entrypoint/control/handshake": [
         (r"@dataclass\(frozen=False\)",
          "equivalent: no caller assigns to a Hello or Checked; frozen only guards misuse"),
