@@ -191,6 +191,13 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
     "entrypoint/discovery/mpi": [
         (r"return found\[ -1\]$", "equivalent: reached only with one match, so [0] is [-1]"),
     ],
+    "entrypoint/discovery/explicit": [
+        (r"return found\[ -1\]$", "equivalent: reached only with one match, so [0] is [-1]"),
+    ],
+    "builder/spec/fields": [
+        (r"get_close_matches\(word, list\(choices\), n= 2|close\[ -1\]",
+         "equivalent: only the best match is shown"),
+    ],
     "entrypoint/control/handshake": [
         (r"@dataclass\(frozen=False\)",
          "equivalent: no caller assigns to a Hello or Checked; frozen only guards misuse"),

@@ -560,3 +560,20 @@ def test_the_search_for_a_close_name_stops_in_a_huge_tree(proj, before, suggeste
     (proj / "zz" / "train_model.py").write_text("")
     fix = fails(proj, entry_script="zz/trian_model.py").fix
     assert ("did you mean 'zz/train_model.py'?" in fix) is suggested
+
+
+@pytest.mark.parametrize("items", [[{"a": 1}], [""], ["  "], [["x"]]])
+def test_list_items_must_be_single_plain_values(proj, items):
+    e = fails(proj, pip_packages=items)
+    assert "is not a single text value" in str(e) and e.field == "pip_packages"
+
+
+@pytest.mark.parametrize("env", [{1: "x"}, {"A": {"b": 1}}, {"A": ["x"]}])
+def test_environment_entries_must_be_name_value_text(proj, env):
+    e = fails(proj, environment_variables=env)
+    assert "is not name: value text" in str(e)
+
+
+def test_a_bad_count_suggests_a_number_that_would_pass(proj):
+    assert fails(proj, parameter_server_count="x").fix == (
+        "write a number, e.g. parameter_server_count: 2")
