@@ -191,6 +191,9 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
     "entrypoint/discovery/mpi": [
         (r"return found\[ -1\]$", "equivalent: reached only with one match, so [0] is [-1]"),
     ],
+    "entrypoint/discovery/slurm": [
+        (r"return found\[ -1\]$", "equivalent: reached only with one match, so [0] is [-1]"),
+    ],
     "entrypoint/discovery/explicit": [
         (r"return found\[ -1\]$", "equivalent: reached only with one match, so [0] is [-1]"),
     ],
