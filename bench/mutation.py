@@ -209,6 +209,12 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"last_count, last_log = - 2,",
          "equivalent: any count no resolution can give makes the first line print"),
     ],
+    "builder/spec/distribution": [
+        (r'^"node_count": [02],$',
+         "equivalent: node_count applies to every backend, so its default is never compared"),
+        (r"return names\[ -1\] if len\(names\) == 1",
+         "equivalent: with one name, [0] is [-1]"),
+    ],
     "builder/spec/fields": [
         (r"get_close_matches\(word, list\(choices\), n= 2|close\[ -1\]",
          "equivalent: only the best match is shown"),

@@ -577,3 +577,39 @@ def test_environment_entries_must_be_name_value_text(proj, env):
 def test_a_bad_count_suggests_a_number_that_would_pass(proj):
     assert fails(proj, parameter_server_count="x").fix == (
         "write a number, e.g. parameter_server_count: 2")
+
+
+def test_refusals_show_the_value_that_was_refused(proj):
+    """The error names the key and the value the user wrote (or the one implied)."""
+    matrix = _horovod_fails_from("2.21.0")
+    implied = _refused(proj, matrix, tensorflow_version="2.21", distributed_backend="mpi")
+    assert implied.value == "mpi"
+    explicit = _refused(proj, matrix, tensorflow_version="2.21", distributed_backend="mpi",
+                        horovod=True)
+    assert explicit.value is True
+    assert fails(proj, distributed_backend="multiworker", horovod=True).value is True
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [("worker_count", "the ps backend needs at least one worker, got 0"),
+     ("parameter_server_count", "the ps backend needs at least one parameter server, got 0")],
+)
+def test_a_ps_job_without_workers_or_servers_says_which(proj, key, message):
+    data = {"worker_count": 2, "parameter_server_count": 1, key: 0}
+    assert message in str(fails(proj, distributed_backend="ps", **data))
+
+
+@pytest.mark.parametrize("key", ["worker_count", "parameter_server_count"])
+def test_negative_task_counts_are_refused_as_such(proj, key):
+    assert "-1 is less than 0" in str(fails(proj, distributed_backend="ps", **{key: -1}))
+
+
+def test_a_count_given_at_its_default_is_fine_for_any_backend(proj):
+    spec = spec_from_mapping({"entry_script": "train.py", "distributed_backend": "ps",
+                              "process_count_per_node": 1, "worker_count": 1,
+                              "parameter_server_count": 1}, proj)
+    assert spec.process_count_per_node == 1
+    spec = spec_from_mapping({"entry_script": "train.py", "worker_count": 1,
+                              "parameter_server_count": 0}, proj)
+    assert spec.worker_count == 1
