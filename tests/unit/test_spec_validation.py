@@ -177,7 +177,7 @@ def test_use_gpu_without_gpu_build(proj):
             proj,
             matrix=matrix,
         )
-    assert e.value.field == "use_gpu"
+    assert e.value.field == "use_gpu" and e.value.value is True
     assert "TensorFlow 2.15.1 has no GPU build" in str(e.value)
     assert "2.16.2" in e.value.fix and "use_gpu: false" in e.value.fix
 
@@ -613,3 +613,10 @@ def test_a_count_given_at_its_default_is_fine_for_any_backend(proj):
     spec = spec_from_mapping({"entry_script": "train.py", "worker_count": 1,
                               "parameter_server_count": 0}, proj)
     assert spec.worker_count == 1
+
+
+def test_an_unknown_tensorflow_version_suggests_the_newest_minor(proj):
+    e = fails(proj, tensorflow_version="9.9")
+    newest = e.fix.split("use one of ", 1)[1].split(" (", 1)[0].split(", ")[-1]
+    minor = ".".join(newest.split(".")[:2])
+    assert e.fix.endswith(f"(or a major.minor such as {minor!r} for its newest patch)")
