@@ -225,5 +225,5 @@ def test_the_subdomain_from_etc_hosts_is_shown_as_evidence_and_comments_are_igno
                    files={"/etc/hosts": hosts})
     m = kubernetes.discover(ctx)
     assert ("/etc/hosts", "job-0.svc...") in m.evidence
-    assert subdomain_from_hosts_file("10.1.2.3 job-0 # job-0.old.ns\n", "job-0") is None
+    assert subdomain_from_hosts_file("10.1.2.3 job-0 # 10.9.9.9 job-0.old.ns\n", "job-0") is None
     assert subdomain_from_hosts_file("10.1.2.3 job-0. job-0\n", "job-0") is None

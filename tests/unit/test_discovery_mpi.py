@@ -202,7 +202,8 @@ def test_a_single_process_world_and_a_local_size_of_one_are_fine():
 def test_sizes_below_one_and_negative_local_ranks_are_refused(changes):
     env = {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2",
            "OMPI_COMM_WORLD_LOCAL_RANK": "0", "OMPI_COMM_WORLD_LOCAL_SIZE": "2", **changes}
-    with pytest.raises(DiscoveryError, match=next(iter(changes))):
+    name, value = next(iter(changes.items()))
+    with pytest.raises(DiscoveryError, match=f"{name}='{value}' is not a whole number >= "):
         mpi.discover(make_ctx(env, hostname="h"))
 
 
@@ -246,3 +247,15 @@ def test_a_stale_slurm_node_id_does_not_override_a_hostfile():
     env = {**_ompi(0, 4), "SLURM_NODEID": "1"}
     m = mpi.discover(make_ctx(env, hostname="a", files={"/hf": "a slots=2\nb slots=2\n"}))
     assert m.node_rank == 0
+
+
+def test_under_srun_with_cyclic_distribution_the_node_is_slurms_not_the_block_guess():
+    """srun -m cyclic puts rank 1 on node 1; counting slots in blocks would say node 0."""
+    env = {**SRUN_PMI, "PMI_RANK": "1", "SLURM_NODEID": "1"}
+    m = mpi.discover(make_ctx(env, hostname="c0ffee", addresses=["10.9.9.9"]))
+    assert m.node_rank == 1
+
+
+def test_a_node_id_just_past_slurms_task_counts_falls_back_to_the_job():
+    ctx = make_ctx({**SRUN_PMI, "SLURM_NODEID": "2"}, hostname="n2", process_count_per_node=3)
+    assert mpi.launcher_process(ctx.env, ctx.job).local_size == 3

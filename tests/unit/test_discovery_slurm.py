@@ -148,3 +148,15 @@ def test_the_step_size_comes_from_the_step_then_the_job_then_the_slots(changes, 
 def test_a_step_size_below_one_is_refused():
     with pytest.raises(DiscoveryError, match="SLURM_STEP_NUM_TASKS"):
         slurm.discover(make_ctx(_step(SLURM_STEP_NUM_TASKS="0"), hostname="n2"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"SLURM_STEP_NUM_TASKS": "1"}, "do not fit a step of 1 task"),
+     ({"SLURM_STEP_NUM_TASKS": None, "SLURM_NTASKS": "1"}, "do not fit a step of 1 task"),
+     ({"SLURM_STEP_NUM_TASKS": None, "SLURM_NTASKS": "0"},
+      "SLURM_NTASKS='0' is not a whole number >= 1")],
+)
+def test_a_step_too_small_for_this_task_is_refused_saying_why(changes, message):
+    with pytest.raises(DiscoveryError, match=message):
+        slurm.discover(make_ctx(_step(**changes), hostname="n2"))
