@@ -108,3 +108,13 @@ def test_before_forming_a_connection_end_forgets_the_member() -> None:
     ledger.join("a")
     ledger.form()
     assert set(ledger.phases.values()) == {RUNNING}
+
+
+def test_counts_per_phase_and_a_goodbye_from_a_stranger_changes_nothing() -> None:
+    ledger = formed("a", "b", "c")
+    ledger.goodbye("a")
+    ledger.goodbye("stranger")  # a connection that never joined: nothing to record
+    assert (ledger.count(RUNNING), ledger.count(FINISHED), ledger.count(JOINED)) == (2, 1, 0)
+    assert "stranger" not in ledger.phases
+    assert ledger.connection_ended("b") == LOSE
+    assert (ledger.count(RUNNING), ledger.count(LOST)) == (1, 1)

@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import pytest
@@ -23,6 +24,34 @@ def test_documented_order():
         "rendezvous",
         "single",
     )
+
+
+# For each source, the environment its scheduler sets for node 0 of a 2-node job.
+APPLIES = {
+    "explicit": {"TFBUILD_HOSTS": "a,b", "TFBUILD_NODE_RANK": "0"},
+    "tf_config": {"TF_CONFIG": TF_CONFIG},
+    "mpi": {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2",
+            "OMPI_COMM_WORLD_LOCAL_RANK": "0", "OMPI_COMM_WORLD_LOCAL_SIZE": "1",
+            "OMPI_COMM_WORLD_NODE_RANK": "0", "OMPI_MCA_orte_default_hostfile": "/hf"},
+    "slurm": {"SLURM_JOB_ID": "1", "SLURM_PROCID": "0", "SLURM_JOB_NODELIST": "n[1-2]",
+              "SLURM_NODEID": "0"},
+    "kubernetes": {"JOB_COMPLETION_INDEX": "0", "TFBUILD_K8S_SUBDOMAIN": "trainers",
+                   "TFBUILD_K8S_JOB_NAME": "tf"},
+    "dns": {"TFBUILD_DNS_NAME": "trainers"},
+}
+
+
+def _two_node_ctx(env):
+    return make_ctx(env, node_count=2, hostname="n1", files={"/hf": "n1 slots=1\nn2 slots=1\n"},
+                    addresses=["10.0.0.1"], resolve=lambda name: ["10.0.0.1", "10.0.0.2"])
+
+
+@pytest.mark.parametrize(("first", "second"), list(itertools.combinations(APPLIES, 2)))
+def test_of_two_sources_that_apply_the_documented_earlier_one_wins(first, second):
+    """Runs discovery (not just the ORDER constant): a container under srun inside a
+    Kubernetes pod, or with TF_CONFIG left over, must pick the same source every time."""
+    assert chain.discover(_two_node_ctx(APPLIES[second])).source == second
+    assert chain.discover(_two_node_ctx({**APPLIES[first], **APPLIES[second]})).source == first
 
 
 def test_single_node_falls_back_to_localhost():
@@ -116,3 +145,31 @@ def test_describe_single_and_rendezvous():
     assert chain.describe(make_ctx({}))["chosen"] == "single"
     report = chain.describe(make_ctx({"TFBUILD_RENDEZVOUS": "10.0.0.1:29400"}, node_count=2))
     assert report["chosen"] == "rendezvous"
+
+
+@pytest.mark.parametrize(
+    ("count", "shown"),
+    [(8, "h0, h1, h2, h3, h4, h5, h6, h7]"),
+     (9, "h0, h1, h2, h3, h4, h5, h6, h7, ... (9 in all)]")],
+)
+def test_the_discovery_log_line_lists_up_to_8_hosts_then_counts(count, shown):
+    logs: list[str] = []
+    hosts = ",".join(f"h{i}" for i in range(count))
+    env = {"TFBUILD_HOSTS": hosts, "TFBUILD_NODE_RANK": str(count - 1)}
+    chain.discover(make_ctx(env, node_count=count, logs=logs))
+    assert logs == [f"discovery: explicit found {count} node(s) [{shown}; "
+                    f"this is node {count - 1} (h{count - 1})"]
+
+
+def test_describe_on_a_single_node_job_prefers_a_source_that_applies_over_single():
+    report = chain.describe(make_ctx({"TFBUILD_HOSTS": "a", "TFBUILD_NODE_RANK": "0"}))
+    assert report["chosen"] == "explicit"
+    assert report["sources"][-1]["applies"] is True  # single would apply too
+
+
+def test_describe_says_whether_the_rendezvous_is_set():
+    by_name = {e["source"]: e for e in chain.describe(make_ctx({}))["sources"]}
+    assert by_name["rendezvous"]["why"] == "TFBUILD_RENDEZVOUS is not set"
+    env = {"TFBUILD_RENDEZVOUS": "10.0.0.1:29400"}
+    by_name = {e["source"]: e for e in chain.describe(make_ctx(env, node_count=2))["sources"]}
+    assert by_name["rendezvous"]["why"] == "TFBUILD_RENDEZVOUS is set (not joined by describe)"

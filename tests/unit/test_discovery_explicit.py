@@ -120,3 +120,8 @@ def test_hostfile_under_mpirun_keeps_the_process_identity():
     m = explicit.discover(make_ctx(env, hostname="b", files={"/h": "a slots=4\nb slots=4\n"}))
     assert m.node_rank == 1
     assert m.process == ProcessIdentity(rank=5, world_size=8, local_rank=1, local_size=4)
+
+
+def test_a_node_rank_past_the_list_names_the_valid_ranks():
+    with pytest.raises(DiscoveryError, match=r"names only 3 node\(s\) \(ranks 0\.\.2\)"):
+        explicit.discover(make_ctx({"TFBUILD_HOSTS": "a,b,c", "TFBUILD_NODE_RANK": "3"}))

@@ -37,6 +37,9 @@ def test_expand_hostlist(text, expected):
         ("gpu01]", "without"),
         ("gpu[3-1]", "backwards"),
         ("gpu[a-b]", "not a number"),
+        ("gpu[a-2]", "not a number"),
+        ("gpu[x]", "'x' in 'gpu\\[x\\]' is not a number"),
+        ("gpu[1-]", "not a number"),
         ("a,,b", "empty entry"),
         ("x[[1-2]]", "nested"),
     ],
@@ -117,3 +120,69 @@ def test_sort_addresses_is_numeric_and_unique():
 def test_placeholders_are_recognisable():
     assert is_placeholder(placeholder_host(3))
     assert not is_placeholder("node-3.cluster")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A host listed again is the same node; slots add up, a bare line counts as one
+        # slot once any line for that host states slots, and never on its own.
+        ("a\na\n", [("a", None)]),
+        ("a\na slots=2\n", [("a", 3)]),
+        ("a slots=2\na\n", [("a", 3)]),
+        ("a:2\nb\na:3\n", [("a", 5), ("b", None)]),
+        ("a slots=1\na slots=1\na slots=1\n", [("a", 3)]),
+        # slots= wins over the shorthand; max_slots never changes the slot count.
+        ("a:4 slots=2", [("a", 2)]),
+        ("a max_slots=8\nb max-slots=8 slots=3", [("a", None), ("b", 3)]),
+    ],
+)
+def test_hostfile_slot_arithmetic(text, expected):
+    assert parse_hostfile(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("# comment\n\nn1 bad=1", "line 3: unknown option 'bad=1'"),
+        ("n1 slots", "line 1: 'slots' needs a whole number"),
+        ("n1 max_slots=x", "needs a whole number"),
+        ("n1:0", "line 1: n1 has 0 slots"),
+    ],
+)
+def test_hostfile_errors_name_the_line_and_the_fix(text, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        parse_hostfile(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a[1-2],b[3,5]", ["a1", "a2", "b3", "b5"]),
+        ("n[9-10]", ["n9", "n10"]),
+        ("n[07-07]", ["n07"]),
+        ("n[1-3,2]", ["n1", "n2", "n3", "n2"]),  # duplicates kept, as Slurm prints them
+    ],
+)
+def test_host_list_boundaries(text, expected):
+    assert expand_hostlist(text) == expected
+
+
+def test_tasks_per_node_allow_spaces_and_repeat_counts():
+    assert expand_tasks_per_node(" 2(x2) , 1") == [2, 2, 1]
+    assert expand_tasks_per_node("3(x1)") == [3]
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [("[fe80::1]", ("fe80::1", None)), ("h:", ("h", None)), ("  h:80 ", ("h", 80))],
+)
+def test_split_host_port_edges(address, expected):
+    assert split_host_port(address) == expected
+
+
+def test_split_host_port_without_a_host_is_refused():
+    with pytest.raises(ValueError, match="has no host"):
+        split_host_port(":2222")
+    with pytest.raises(ValueError, match="not a number"):
+        split_host_port("[fd00::1]:x")

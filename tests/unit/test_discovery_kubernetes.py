@@ -175,3 +175,55 @@ def test_subdomain_from_hosts_file_ignores_other_lines():
     assert subdomain_from_hosts_file(ETC_HOSTS, "example-job-2") == "headless-svc"
     assert subdomain_from_hosts_file(ETC_HOSTS, "example-job-1") is None
     assert subdomain_from_hosts_file("172.17.0.2\tc0ffee\n", "c0ffee") is None
+
+
+def _jobset(hostname, index, node_count, **env):
+    return make_ctx({"JOB_COMPLETION_INDEX": str(index), "JOBSET_NAME": "js", **env},
+                    node_count=node_count, hostname=hostname)
+
+
+def test_a_one_pod_jobset_needs_no_replica_count():
+    m = kubernetes.discover(_jobset("js-workers-0-0", 0, 1))
+    assert m.hosts == ("js-workers-0-0.js",) and m.node_rank == 0
+    with pytest.raises(DiscoveryError, match="REPLICATED_JOB_REPLICAS is not set"):
+        kubernetes.discover(_jobset("js-workers-0-0", 0, 2))
+
+
+def test_a_jobset_with_one_replica_and_a_dashed_replicated_job_name():
+    m = kubernetes.discover(_jobset("js-my-workers-0-1", 1, 2, REPLICATED_JOB_REPLICAS="1"))
+    assert m.hosts == ("js-my-workers-0-0.js", "js-my-workers-0-1.js") and m.node_rank == 1
+
+
+@pytest.mark.parametrize(
+    ("hostname", "index", "replicas", "fragment"),
+    [
+        ("xx-workers-0-0", 0, "2", "is not js-<replicatedJob>"),
+        ("js-workers-x-0", 0, "2", "is not js-<replicatedJob>"),
+        ("js-workers-0-2", 2, "2", "outside 2 job"),  # pod index == pods per job
+        ("js-workers-0-0", 0, "0", "REPLICATED_JOB_REPLICAS"),
+    ],
+)
+def test_jobset_pods_outside_the_declared_shape_are_refused(hostname, index, replicas,
+                                                            fragment):
+    ctx = _jobset(hostname, index, 4, REPLICATED_JOB_REPLICAS=replicas)
+    with pytest.raises(DiscoveryError, match=fragment):
+        kubernetes.discover(ctx)
+
+
+def test_an_mpijob_line_without_slots_is_one_slot_and_a_doubly_listed_pod_is_refused():
+    files = {"/etc/mpi/hostfile": "w-0.svc slots=2\nw-1.svc\n"}
+    m = kubernetes.discover(make_ctx({}, hostname="w-1", files=files))
+    assert m.slots == (2, 1) and m.node_rank == 1
+    files = {"/etc/mpi/hostfile": "w-0.a slots=1\nw-0.b slots=1\n"}
+    with pytest.raises(DiscoveryError, match="matches several lines"):
+        kubernetes.discover(make_ctx({}, hostname="w-0", files=files))
+
+
+def test_the_subdomain_from_etc_hosts_is_shown_as_evidence_and_comments_are_ignored():
+    hosts = "10.1.2.3 job-0.svc.ns.svc.cluster.local job-0\n"
+    ctx = make_ctx({"JOB_COMPLETION_INDEX": "0"}, node_count=2, hostname="job-0",
+                   files={"/etc/hosts": hosts})
+    m = kubernetes.discover(ctx)
+    assert ("/etc/hosts", "job-0.svc...") in m.evidence
+    assert subdomain_from_hosts_file("10.1.2.3 job-0 # 10.9.9.9 job-0.old.ns\n", "job-0") is None
+    assert subdomain_from_hosts_file("10.1.2.3 job-0. job-0\n", "job-0") is None

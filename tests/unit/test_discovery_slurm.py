@@ -115,3 +115,48 @@ def test_mismatched_task_counts_are_ignored_with_a_log_line():
 def test_broken_slurm_environment(env, fragment):
     with pytest.raises(DiscoveryError, match=fragment):
         slurm.discover(make_ctx(env, addresses=["10.0.0.1"]))
+
+
+def _step(**changes):
+    env = {"SLURM_JOB_ID": "9", "SLURM_STEP_ID": "0", "SLURM_JOB_NODELIST": "n[1-2]",
+           "SLURM_TASKS_PER_NODE": "2(x2)", "SLURM_NODEID": "1", "SLURM_PROCID": "3",
+           "SLURM_LOCALID": "1", "SLURM_STEP_NUM_TASKS": "4", **changes}
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def test_a_node_id_equal_to_the_node_count_is_refused():
+    with pytest.raises(DiscoveryError, match="SLURM_NODEID=2 but SLURM_JOB_NODELIST names 2"):
+        slurm.discover(make_ctx(_step(SLURM_NODEID="2"), hostname="n2"))
+
+
+def test_a_task_rank_equal_to_the_step_size_is_refused():
+    with pytest.raises(DiscoveryError, match="SLURM_PROCID=4/SLURM_LOCALID=1 do not fit"):
+        slurm.discover(make_ctx(_step(SLURM_PROCID="4"), hostname="n2"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "world"),
+    [({}, 4), ({"SLURM_STEP_NUM_TASKS": None, "SLURM_NTASKS": "4"}, 4),
+     ({"SLURM_STEP_NUM_TASKS": None}, 4),  # neither: the slots say how many
+     ({"SLURM_STEP_NUM_TASKS": "3", "SLURM_NTASKS": "8"}, 3)],
+)
+def test_the_step_size_comes_from_the_step_then_the_job_then_the_slots(changes, world):
+    m = slurm.discover(make_ctx(_step(**{"SLURM_PROCID": "2", **changes}), hostname="n2"))
+    assert m.process.world_size == world and m.process.rank == 2
+
+
+def test_a_step_size_below_one_is_refused():
+    with pytest.raises(DiscoveryError, match="SLURM_STEP_NUM_TASKS"):
+        slurm.discover(make_ctx(_step(SLURM_STEP_NUM_TASKS="0"), hostname="n2"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"SLURM_STEP_NUM_TASKS": "1"}, "do not fit a step of 1 task"),
+     ({"SLURM_STEP_NUM_TASKS": None, "SLURM_NTASKS": "1"}, "do not fit a step of 1 task"),
+     ({"SLURM_STEP_NUM_TASKS": None, "SLURM_NTASKS": "0"},
+      "SLURM_NTASKS='0' is not a whole number >= 1")],
+)
+def test_a_step_too_small_for_this_task_is_refused_saying_why(changes, message):
+    with pytest.raises(DiscoveryError, match=message):
+        slurm.discover(make_ctx(_step(**changes), hostname="n2"))

@@ -120,3 +120,39 @@ def test_malformed_json_names_the_position():
 def test_invalid_tf_config(config, fragment):
     with pytest.raises(DiscoveryError, match=fragment):
         tf_config.discover(make_ctx({"TF_CONFIG": config}))
+
+
+def test_read_task_takes_index_0_when_absent_and_digit_strings():
+    from tfbuild_agent.discovery.tf_config import read_task
+
+    assert read_task({"task": {"type": "chief"}}) == ("chief", 0)
+    assert read_task({"task": {"type": "worker", "index": "3"}}) == ("worker", 3)
+
+
+@pytest.mark.parametrize("index", [True, -1, "x", 1.5])
+def test_read_task_refuses_an_index_that_is_not_a_whole_number(index):
+    from tfbuild_agent.discovery.tf_config import read_task
+
+    with pytest.raises(DiscoveryError, match="is not a whole number >= 0"):
+        read_task({"task": {"type": "worker", "index": index}})
+
+
+def test_invalid_json_is_quoted_30_characters_either_side_of_the_error():
+    from tfbuild_agent.discovery.tf_config import parse
+
+    text = "{" + '"a": 1, ' * 10 + "oops" + ', "b": 2' * 10 + "}"
+    pos = text.index("oops")
+    with pytest.raises(DiscoveryError) as err:
+        parse(text)
+    assert f"...{text[pos - 30:pos]}<here>{text[pos:pos + 30]}..." in str(err.value)
+    with pytest.raises(DiscoveryError, match=r"\.\.\.\{<here>oops\}\.\.\."):
+        parse("{oops}")
+
+
+@pytest.mark.parametrize("cluster", [{"worker": {"zero": "w:1"}}, {"worker": "w:1"},
+                                     {"worker": [7]}, {"worker": ["w:port"]}])
+def test_a_malformed_cluster_says_which_role_is_wrong(cluster):
+    from tfbuild_agent.discovery.tf_config import cluster_members
+
+    with pytest.raises(DiscoveryError, match=r"cluster\.worker"):
+        cluster_members(cluster)

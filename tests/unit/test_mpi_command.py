@@ -239,3 +239,84 @@ def test_a_rank_that_completes_still_runs_its_exit_handlers(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-u", str(RANK_BOOT), str(script)],
                           capture_output=True, text=True, timeout=30)
     assert (proc.returncode, proc.stdout) == (0, "finalized\n")
+
+
+@pytest.mark.parametrize(
+    ("rank", "where"),
+    [(0, " (on n0)"), (1, " (on n0)"), (2, " (on n1)"), (5, " (on n2)"), (6, "")],
+)
+def test_the_failed_ranks_node_follows_mpiruns_by_slot_mapping(rank: int, where: str) -> None:
+    """2 ranks per node: ranks 0-1 on node 0, 2-3 on node 1, ...; a rank past the last
+    node names no node rather than a wrong one."""
+    text = ABORTED.replace("on rank 1 in", f"on rank {rank} in")
+    hosts = ["n0", "n1", "n2"]
+    assert describe_failure(text.splitlines(), 5, hosts, 2).startswith(
+        f"rank {rank}{where} called MPI_Abort")
+
+
+@pytest.mark.parametrize(("port", "ok"), [("1", True), ("65535", True), ("0", False),
+                                          ("65536", False)])
+def test_the_launch_port_must_be_a_real_port(port: str, ok: bool) -> None:
+    env = {"TFBUILD_MPI_LAUNCH_PORT": port}
+    if ok:
+        assert mpi_settings(env, JOB, 300.0).launch_port == int(port)
+    else:
+        with pytest.raises(ConfigError, match="is not a port; set it to 1-65535"):
+            mpi_settings(env, JOB, 300.0)
+
+
+@pytest.mark.parametrize(("value", "ok"), [("0.5", True), ("0", False), ("-1", False),
+                                           ("soon", False)])
+def test_the_launch_timeout_must_be_above_zero(value: str, ok: bool) -> None:
+    env = {"TFBUILD_MPI_LAUNCH_TIMEOUT": value}
+    if ok:
+        assert mpi_settings(env, JOB, 300.0).launch_timeout == float(value)
+    else:
+        with pytest.raises(ConfigError, match="is not a number of seconds above 0"):
+            mpi_settings(env, JOB, 300.0)
+
+
+def test_rsh_agent_value_names_the_first_part_with_a_space() -> None:
+    with pytest.raises(ConfigError, match="'/opt/my py/python'"):
+        rsh_agent_value(["/opt/my py/python", "/x y/agent"], 29401)
+
+
+def test_a_signal_without_a_name_and_a_lost_daemon_are_described() -> None:
+    line = "mpirun noticed that process rank 2 with PID 7 on node n1 exited on signal 9."
+    assert describe_failure([line], 137, ["n0", "n1"], 2) == (
+        "rank 2 (on n1) was killed by signal 9; mpirun aborted the job (exit code 137)")
+    lost = ["ORTE has lost communication with a remote daemon.", "  HNP daemon : [[1,0],0]"]
+    assert describe_failure(lost, 1, ["n0"], 1) == (
+        "mpirun lost a node's daemon (ORTE has lost communication with a remote daemon); "
+        "the job was aborted (exit code 1); see that node's log")
+
+
+def _executable(path, text="#!/bin/sh\n"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def test_agent_command_prefers_the_running_launcher_then_path_then_this_python(
+    tmp_path, monkeypatch
+) -> None:
+    """How mpirun starts the agent on other nodes: the same launcher script this agent
+    runs from, else tfbuild-agent on PATH, else `python -m tfbuild_agent`."""
+    import sys
+
+    from tfbuild_agent.launch.mpi.command import agent_command
+
+    launcher = _executable(tmp_path / "image" / "tfbuild-agent")
+    on_path = _executable(tmp_path / "bin" / "tfbuild-agent")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setattr(sys, "argv", [str(launcher), "run"])
+    assert agent_command() == [str(launcher)]
+    launcher.chmod(0o644)  # not executable: not a launcher to hand to other nodes
+    assert agent_command() == [str(on_path)]
+    monkeypatch.setattr(sys, "argv", [str(_executable(tmp_path / "other" / "python3")), "x"])
+    assert agent_command() == [str(on_path)]
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert agent_command() == [sys.executable, "-m", "tfbuild_agent"]
+    monkeypatch.setattr(sys, "argv", [])
+    assert agent_command() == [sys.executable, "-m", "tfbuild_agent"]

@@ -1,8 +1,25 @@
 """Rendered Dockerfiles, pinned whole (tests/golden/dockerfiles/<case>.Dockerfile;
-UPDATE_GOLDEN=1 rewrites them), plus the properties each rendering must keep."""
+UPDATE_GOLDEN=1 rewrites them and prints the diff it accepted), plus the properties
+each rendering must keep.
+
+A golden file pins the text, so a regression in it is caught only until someone
+accepts the new text. What must hold whatever the text is, is stated here in words and
+checked on every rendering, so `UPDATE_GOLDEN=1` cannot accept a break of it:
+
+1. Credentials reach build stages only, whatever the stage graph. pip.conf (copied to
+   /tmp/tfbuild-pip from the context's tfbuild/pip/), PIP_CONFIG_FILE and the index
+   password never appear in the final stage nor in any stage it builds on by FROM
+   (`inherited`), for every stage graph the spec can make (CPU, GPU, conda, MPI with and
+   without Horovod, a custom base, extra apt packages); and every pip step in a build
+   stage gets the pip.conf, or the private index would be silently skipped.
+2. The CA is trusted whenever it is asked for: with `trust_host_ca`, with `ca_certs`, or
+   both, the `os` stage installs tfbuild/ca/ and points pip, requests and OpenSSL at the
+   system bundle, and every stage descends from `os`; with neither, no CA step at all.
+"""
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from pathlib import Path
@@ -98,13 +115,24 @@ def render(project: Path, overrides: dict) -> str:
     return render_dockerfile(image_layers(spec, source_digest=SOURCE_DIGEST, has_pip_conf=has_conf))
 
 
+def accept_golden(path: Path, text: str) -> str:
+    """UPDATE_GOLDEN=1: write `text` as the new golden file; returns the diff accepted."""
+    old = path.read_text() if path.exists() else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return "".join(difflib.unified_diff(
+        old.splitlines(keepends=True), text.splitlines(keepends=True),
+        f"a/{path.name}", f"b/{path.name}"))
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_golden_dockerfile(project, case):
+def test_golden_dockerfile(project, case, capsys):
     text = render(project, CASES[case])
     path = GOLDEN / f"{case}.Dockerfile"
     if os.environ.get("UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        diff = accept_golden(path, text)
+        with capsys.disabled():  # shown whatever pytest's capture: review what was accepted
+            print(f"\nUPDATE_GOLDEN accepted for {path.name}:\n{diff}" if diff else "")
     assert path.exists(), f"{path} is missing; run with UPDATE_GOLDEN=1 and review it"
     assert text == path.read_text(), f"{case}: rendering changed; UPDATE_GOLDEN=1 after review"
 
@@ -232,3 +260,141 @@ def test_shm_size_is_recorded_in_the_image(project):
     assert 'io.tfbuild.shm-size="4g"' in text
     assert '\\"shm_size\\":\\"4g\\"' in text  # the spec label `tfbuild run` reads
     assert "io.tfbuild.shm-size" not in render(project, {})
+
+
+def test_update_golden_reports_the_diff_it_accepts(tmp_path):
+    path = tmp_path / "case.Dockerfile"
+    path.write_text("FROM os\nRUN a\n")
+    diff = accept_golden(path, "FROM os\nRUN b\n")
+    assert "-RUN a\n" in diff and "+RUN b\n" in diff
+    assert path.read_text() == "FROM os\nRUN b\n"
+    assert accept_golden(path, "FROM os\nRUN b\n") == ""  # nothing changed: nothing shown
+
+
+PRIVATE_INDEX = {
+    "pip_index_url": "https://${IDX_USER}:${IDX_TOKEN}@pypi.example.com/simple",
+    "pip_packages": ["internal-lib==1.0"],
+}
+# Every stage graph the spec can make, each with a credentialed index added.
+GRAPHS = {name: {**case, **PRIVATE_INDEX} for name, case in CASES.items()}
+GRAPHS["apt_and_conda"] = {**CASES["conda"], **PRIVATE_INDEX, "apt_packages": ["libgomp1"]}
+GRAPHS["no_user_packages"] = {**PRIVATE_INDEX, "pip_packages": []}
+
+
+@pytest.mark.parametrize("case", sorted(GRAPHS))
+def test_invariant_credentials_stay_in_build_stages_whatever_the_stage_graph(project, case):
+    text = render(project, GRAPHS[case])
+    by_name, shipped = stages(text), inherited(text)
+    for secret in ("tfbuild/pip", "tfbuild-pip", "PIP_CONFIG_FILE", "pip.conf", "t0k3n-render"):
+        assert secret not in shipped, (case, secret)
+    assert "t0k3n-render" not in text
+    # Build stages that run pip use the credentials (else the private index is unused).
+    build = [n for n, body in by_name.items() if body not in shipped]
+    for name in build:
+        for line in by_name[name].splitlines():
+            if "bin/pip install" in line and "/tmp/rattler" not in line:
+                assert "PIP_CONFIG_FILE=/tmp/tfbuild-pip/pip.conf" in line, (case, name, line)
+    if GRAPHS[case]["pip_packages"]:  # installed with the credentials, then copied in
+        assert "COPY --from=user-packages" in by_name["final"], case
+
+
+def _chain(text: str, name: str) -> list[str]:
+    by_name, chain = stages(text), []
+    while name in by_name:
+        chain.append(name)
+        name = by_name[name].split()[1]
+    return chain
+
+
+@pytest.mark.parametrize("case", ["cpu_default", "mpi_horovod", "conda", "custom_base"])
+@pytest.mark.parametrize(
+    "asked", [{"trust_host_ca": True}, {"ca_certs": ["corp-ca.pem"]},
+              {"trust_host_ca": True, "ca_certs": ["corp-ca.pem"]}],
+    ids=["trust_host_ca", "ca_certs", "both"],
+)
+def test_invariant_the_ca_is_trusted_whenever_asked(project, case, asked):
+    text = render(project, {**CASES[case], **asked})
+    os_stage = stages(text)["os"]
+    assert "COPY tfbuild/ca/ /usr/local/share/ca-certificates/tfbuild/" in os_stage
+    assert "RUN update-ca-certificates" in os_stage
+    for var in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        assert f"{var}=/etc/ssl/certs/ca-certificates.crt" in os_stage, var
+    for name in stages(text):
+        assert _chain(text, name)[-1] == "os", f"stage {name} does not build on os"
+
+
+def test_invariant_no_ca_step_when_none_is_asked(project):
+    text = render(project, CASES["cpu_default"])
+    assert "tfbuild/ca" not in text and "update-ca-certificates" not in text
+
+
+def _layers(project: Path, **overrides):
+    spec = load_spec(project, {"entry_script": "train.py", **overrides})
+    return image_layers(spec, source_digest=SOURCE_DIGEST)
+
+
+def test_the_users_environment_and_labels_win_over_tfbuilds_defaults(project):
+    layers = _layers(project, environment_variables={"PYTHONUNBUFFERED": "0", "A": "1"},
+                     labels={"org.opencontainers.image.title": "mine"})
+    assert layers.env["PYTHONUNBUFFERED"] == "0" and layers.env["A"] == "1"
+    assert layers.labels["org.opencontainers.image.title"] == "mine"
+    assert layers.labels["io.tfbuild.source-digest"] == SOURCE_DIGEST
+    assert _layers(project, tag="team/img:1").labels["org.opencontainers.image.title"] == \
+        "team/img:1"
+
+
+def test_os_packages_come_only_where_the_base_lacks_them(project):
+    assert _layers(project).os_packages == ()
+    assert _layers(project).base_is_tfbuild
+    custom = _layers(project, custom_docker_base_image="ubuntu:22.04", python_version="3.10")
+    assert not custom.base_is_tfbuild
+    assert custom.os_packages == ("python3", "python3-venv", "ca-certificates")
+    mpi = _layers(project, distributed_backend="mpi", node_count=2, horovod=False)
+    assert mpi.os_packages == ("openmpi-bin",)
+    assert mpi.env["OMPI_ALLOW_RUN_AS_ROOT"] == "1"
+    assert "OMPI_ALLOW_RUN_AS_ROOT" not in _layers(project).env
+
+
+def test_gpu_images_see_every_gpu_and_cpu_images_none(project):
+    gpu = _layers(project, use_gpu=True)
+    assert gpu.env["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert gpu.env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
+    assert "NVIDIA_VISIBLE_DEVICES" not in _layers(project).env
+
+
+def test_the_path_puts_tensorflows_venv_first_and_the_system_last(project):
+    path = _layers(project).env["PATH"].split(":")
+    assert path[0] == "/opt/tfbuild/venv/bin" and path[-1] == "/bin"
+    assert path.index("/opt/tfbuild/layers/user/bin") < path.index("/opt/tfbuild/agent/cmd")
+
+
+def test_layers_have_no_pip_conf_unless_told(project):
+    assert _layers(project).pip_conf is False
+    assert "PIP_CONFIG_FILE" not in _layers(project).pip_env
+
+
+def test_an_image_without_horovod_has_no_patch_files(project):
+    from tfbuild.image.render import horovod_patch_files
+
+    assert horovod_patch_files(_layers(project)) == {}
+    mpi4py = _layers(project, distributed_backend="mpi", node_count=2, horovod=False)
+    assert horovod_patch_files(mpi4py) == {}
+
+
+def test_a_local_conda_channel_is_named_in_the_label_without_its_path(project, tmp_path):
+    from tfbuild.image.render import label_spec
+
+    channel = tmp_path / "channels" / "mine"
+    (channel / "noarch").mkdir(parents=True)
+    (channel / "noarch" / "repodata.json").write_text("{}")
+    spec = load_spec(project, {"entry_script": "train.py", "conda_packages": ["jq"],
+                               "conda_channels": [str(channel), "conda-forge"]})
+    assert label_spec(spec)["conda_channels"] == ["mine", "conda-forge"]
+
+
+def test_rendered_text_never_has_two_blank_lines_in_a_row_or_trailing_spaces():
+    from tfbuild.image.render import _squeeze_blank_lines
+
+    text = "FROM os  \n\n\n\nRUN a\n \nRUN b\n\n\nRUN c\n\n"
+    assert _squeeze_blank_lines(text) == "FROM os\n\nRUN a\n\nRUN b\n\nRUN c\n"
+    assert _squeeze_blank_lines("\n\nA\n") == "A\n"

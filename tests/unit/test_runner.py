@@ -180,3 +180,42 @@ def test_file_inputs_are_fetched_into_the_cache_linked_and_passed_in_argv(tmp_pa
     assert "argv" not in failed.stdout
     record = json.loads((tmp_path / "store" / "run-in" / "run.json").read_text())
     assert record["status"] == "Failed" and "nope does not exist" in record["reason"]
+
+
+def test_on_a_two_node_job_only_rank_0s_node_owns_outputs(tmp_path):
+    """Two agents on this host, two processes each, one store: node 0's outputs/ is the
+    run's outputs/, node 1's goes under its lowest-rank task (worker-2), never over it."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = tmp_path / "store"
+    agents = []
+    for rank in range(2):
+        work = tmp_path / f"node{rank}"
+        work.mkdir()
+        (work / "train.py").write_text(
+            "import os, pathlib\n"
+            "pathlib.Path('outputs').mkdir(exist_ok=True)\n"
+            "pathlib.Path('outputs', f\"r{os.environ['RANK']}.txt\").write_text('ok')\n"
+            "pathlib.Path('outputs', 'model.txt').write_text(os.environ['NODE_RANK'])\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TFBUILD_", "TF_"))}
+        env.update({"TFBUILD_ENTRY_SCRIPT": "train.py", "TFBUILD_RUN_ID": "run-own",
+                    "TFBUILD_HOSTS": "127.0.0.1,127.0.0.1", "TFBUILD_NODE_RANK": str(rank),
+                    "TFBUILD_NODES": "2", "TFBUILD_BACKEND": "multiworker",
+                    "TFBUILD_PROCS_PER_NODE": "2", "TFBUILD_NODE_ID": f"n{rank}",
+                    "TFBUILD_JOB_TOKEN": "own-token", "TFBUILD_CONTROL_PORT": str(port),
+                    "TFBUILD_PORT": str(port + 10), "TFBUILD_UPLOAD_TO": f"file://{store}"})
+        agents.append(subprocess.Popen(
+            [sys.executable, "-m", "tfbuild_agent", "run"], cwd=work, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    codes = [a.wait(timeout=120) for a in agents]
+    assert codes == [0, 0], [a.stderr.read() for a in agents]
+    run = store / "run-own"
+    assert sorted(p.name for p in (run / "outputs").iterdir()) == ["model.txt", "r0.txt", "r1.txt"]
+    assert (run / "outputs" / "model.txt").read_text() == "0"
+    theirs = run / "tasks" / "worker-2" / "outputs"
+    assert sorted(p.name for p in theirs.iterdir()) == ["model.txt", "r2.txt", "r3.txt"]
+    assert (theirs / "model.txt").read_text() == "1"
+    assert json.loads((run / "run.json").read_text())["status"] == "Completed"

@@ -177,7 +177,7 @@ def test_use_gpu_without_gpu_build(proj):
             proj,
             matrix=matrix,
         )
-    assert e.value.field == "use_gpu"
+    assert e.value.field == "use_gpu" and e.value.value is True
     assert "TensorFlow 2.15.1 has no GPU build" in str(e.value)
     assert "2.16.2" in e.value.fix and "use_gpu: false" in e.value.fix
 
@@ -525,3 +525,98 @@ def test_spec_error_is_a_tfbuild_error():
     from tfbuild.errors import TfbuildError
 
     assert issubclass(SpecError, TfbuildError)
+
+
+def test_an_entry_script_with_arguments_in_it_names_the_script_to_keep(proj):
+    e = fails(proj, entry_script="train.py --epochs")
+    assert "has arguments in it" in str(e)
+    assert e.fix.startswith("set entry_script: train.py and put the arguments")
+
+
+def test_a_module_entry_may_be_written_without_the_space(proj):
+    spec = spec_from_mapping({"entry_script": "-mpkg.train"}, proj)
+    assert spec.entry_script == "-m pkg.train"
+
+
+def test_the_close_name_is_found_in_subfolders_but_not_in_hidden_ones(proj):
+    (proj / "src").mkdir()
+    (proj / "src" / "train_model.py").write_text("")
+    (proj / ".venv" / "lib").mkdir(parents=True)
+    (proj / ".venv" / "lib" / "evaluate.py").write_text("")
+    fix = fails(proj, entry_script="src/trian_model.py").fix
+    assert "did you mean 'src/train_model.py'?" in fix
+    assert "did you mean" not in fails(proj, entry_script=".venv/lib/evaluat.py").fix
+
+
+@pytest.mark.parametrize(("before", "suggested"), [(1900, True), (2100, False)])
+def test_the_search_for_a_close_name_stops_in_a_huge_tree(proj, before, suggested):
+    """A source tree with a dataset in it must not make a typo take minutes: the search
+    looks at about the first 2000 files (in sorted order) and then gives up."""
+    data = proj / "a_data"
+    data.mkdir()
+    for i in range(before):
+        (data / f"{i:05d}.csv").write_text("")
+    (proj / "zz").mkdir()  # walked after a_data/
+    (proj / "zz" / "train_model.py").write_text("")
+    fix = fails(proj, entry_script="zz/trian_model.py").fix
+    assert ("did you mean 'zz/train_model.py'?" in fix) is suggested
+
+
+@pytest.mark.parametrize("items", [[{"a": 1}], [""], ["  "], [["x"]]])
+def test_list_items_must_be_single_plain_values(proj, items):
+    e = fails(proj, pip_packages=items)
+    assert "is not a single text value" in str(e) and e.field == "pip_packages"
+
+
+@pytest.mark.parametrize("env", [{1: "x"}, {"A": {"b": 1}}, {"A": ["x"]}])
+def test_environment_entries_must_be_name_value_text(proj, env):
+    e = fails(proj, environment_variables=env)
+    assert "is not name: value text" in str(e)
+
+
+def test_a_bad_count_suggests_a_number_that_would_pass(proj):
+    assert fails(proj, parameter_server_count="x").fix == (
+        "write a number, e.g. parameter_server_count: 2")
+
+
+def test_refusals_show_the_value_that_was_refused(proj):
+    """The error names the key and the value the user wrote (or the one implied)."""
+    matrix = _horovod_fails_from("2.21.0")
+    implied = _refused(proj, matrix, tensorflow_version="2.21", distributed_backend="mpi")
+    assert implied.value == "mpi"
+    explicit = _refused(proj, matrix, tensorflow_version="2.21", distributed_backend="mpi",
+                        horovod=True)
+    assert explicit.value is True
+    assert fails(proj, distributed_backend="multiworker", horovod=True).value is True
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [("worker_count", "the ps backend needs at least one worker, got 0"),
+     ("parameter_server_count", "the ps backend needs at least one parameter server, got 0")],
+)
+def test_a_ps_job_without_workers_or_servers_says_which(proj, key, message):
+    data = {"worker_count": 2, "parameter_server_count": 1, key: 0}
+    assert message in str(fails(proj, distributed_backend="ps", **data))
+
+
+@pytest.mark.parametrize("key", ["worker_count", "parameter_server_count"])
+def test_negative_task_counts_are_refused_as_such(proj, key):
+    assert "-1 is less than 0" in str(fails(proj, distributed_backend="ps", **{key: -1}))
+
+
+def test_a_count_given_at_its_default_is_fine_for_any_backend(proj):
+    spec = spec_from_mapping({"entry_script": "train.py", "distributed_backend": "ps",
+                              "process_count_per_node": 1, "worker_count": 1,
+                              "parameter_server_count": 1}, proj)
+    assert spec.process_count_per_node == 1
+    spec = spec_from_mapping({"entry_script": "train.py", "worker_count": 1,
+                              "parameter_server_count": 0}, proj)
+    assert spec.worker_count == 1
+
+
+def test_an_unknown_tensorflow_version_suggests_the_newest_minor(proj):
+    e = fails(proj, tensorflow_version="9.9")
+    newest = e.fix.split("use one of ", 1)[1].split(" (", 1)[0].split(", ")[-1]
+    minor = ".".join(newest.split(".")[:2])
+    assert e.fix.endswith(f"(or a major.minor such as {minor!r} for its newest patch)")

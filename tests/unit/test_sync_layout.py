@@ -55,3 +55,20 @@ def test_record_keys() -> None:
     assert is_record_key("run.json") and is_record_key("tasks/worker-0/run.json")
     assert not is_record_key("outputs/run.json")
     assert not is_record_key("tasks/worker-0/outputs/run.json")
+
+
+def test_a_name_of_128_characters_is_the_longest_that_passes() -> None:
+    assert check_name("run id", "x" * 128) == "x" * 128
+
+
+def test_only_the_agents_own_folder_under_logs_is_skipped() -> None:
+    assert local_rel("/app/outputs/.tfbuild/model.h5", W) == "outputs/.tfbuild/model.h5"
+    assert local_rel("/app/logs/tfbuild/train.log", W) == "logs/tfbuild/train.log"
+    assert local_rel("/app/logs/train.log", W) == "logs/train.log"
+
+
+def test_only_the_job_record_and_task_records_are_record_keys() -> None:
+    assert not is_record_key("tasks/run.json")
+    assert not is_record_key("tasks/a/b/run.json")
+    assert not is_record_key("tasks/worker-0/run.json.part")
+    assert not is_record_key("other/worker-0/run.json")

@@ -414,3 +414,98 @@ def test_launched_rejects_placement_and_evaluator():
     m = Membership("mpi", ("a",), 0, process=ProcessIdentity(0, 1, 0, 1))
     with pytest.raises(TopologyError, match="already started one process per task"):
         plan(m, JobSpec(distributed_backend="ps"), placement="chief:0,worker:0,ps:0")
+
+
+@pytest.mark.parametrize(("nodes", "per_node"), [(3, 2), (2, 1), (1, 2)])
+def test_the_evaluator_of_a_multiworker_job_runs_on_the_last_node_outside_the_cluster(
+    nodes, per_node
+):
+    """Farthest from worker 0 (which saves the model); it has no port, its rank follows
+    every worker's and it is not counted in the world size the workers see."""
+    job = JobSpec(distributed_backend="multiworker", node_count=nodes,
+                  process_count_per_node=per_node)
+    plans = [plan(Membership("explicit", ips(nodes), r), job, evaluator=True)
+             for r in range(nodes)]
+    evaluators = [(p.node_rank, t) for p in plans for t in p.tasks if t.role == "evaluator"]
+    assert [(node, t.index, t.rank) for node, t in evaluators] == [
+        (nodes - 1, 0, nodes * per_node)]
+    last = plans[-1]
+    assert last.world_size == nodes * per_node
+    assert [t.local_rank for t in last.tasks] == list(range(per_node + 1))
+    assert {t.env["LOCAL_WORLD_SIZE"] for t in last.tasks} == {str(per_node + 1)}
+    placed = {d["task"]: d for d in last.details["placement"]}
+    assert placed["evaluator-0"]["port"] is None and placed["evaluator-0"]["node"] == nodes - 1
+    assert all(len(p.tasks) == per_node for p in plans[:-1])
+
+
+def test_the_evaluator_of_a_ps_job_takes_the_next_round_robin_node():
+    job = JobSpec(distributed_backend="ps", node_count=3, worker_count=2,
+                  parameter_server_count=1)
+    # Round-robin order chief, ps, worker, worker, evaluator -> nodes 0, 1, 2, 0, 1.
+    p = plan(Membership("explicit", ips(3), 1), job, evaluator=True)
+    nodes = {d["task"]: d["node"] for d in p.details["placement"]}
+    assert nodes == {"chief-0": 0, "ps-0": 1, "worker-0": 2, "worker-1": 0, "evaluator-0": 1}
+    assert [t.name for t in p.tasks] == ["ps-0", "evaluator-0"]
+
+
+@pytest.mark.parametrize("rank", [-1, 2])
+def test_a_node_rank_outside_the_discovered_nodes_is_refused(rank):
+    job = JobSpec(distributed_backend="multiworker", node_count=2)
+    with pytest.raises(TopologyError, match=f"node rank {rank} is outside the 2 node"):
+        plan(Membership("explicit", ips(2), rank), job)
+
+
+@pytest.mark.parametrize("rank", [-1, 8])
+def test_an_mpi_rank_outside_the_job_is_refused(rank):
+    job = JobSpec(distributed_backend="mpi", node_count=2, process_count_per_node=4)
+    with pytest.raises(TopologyError, match=f"rank {rank} is outside the job's 2 node"):
+        mpi_rank_env(rank, job, ("a", "b"))
+
+
+def test_an_unfinished_placement_says_how_many_of_each_role_are_missing():
+    with pytest.raises(TopologyError) as err:
+        parse_placement("chief:0,worker:1", {"chief": 1, "worker": 3, "ps": 2}, 2)
+    assert str(err.value).endswith(
+        "leaves tasks unplaced: 2 more worker (add worker:<node>), 2 more ps (add ps:<node>)")
+
+
+def test_a_placement_places_the_one_evaluator():
+    job = JobSpec(distributed_backend="ps", node_count=2, worker_count=1,
+                  parameter_server_count=1)
+    p = plan(Membership("explicit", ips(2), 1), job, "chief:0,worker:1,ps:0,evaluator:1",
+             evaluator=True)
+    assert [t.name for t in p.tasks] == ["worker-0", "evaluator-0"]
+
+
+@pytest.mark.parametrize(
+    ("port", "control_port", "message"),
+    [(65534, 65535, "would get port 65535, which is the agents' control port"),
+     (65535, 29400, "would get port 65536, which does not exist")],
+)
+def test_a_port_past_the_last_or_on_the_control_port_is_refused(port, control_port, message):
+    job = JobSpec(distributed_backend="multiworker", node_count=1, process_count_per_node=2,
+                  port=port, control_port=control_port)
+    with pytest.raises(TopologyError, match=message):
+        plan(Membership("explicit", ("h",), 0), job)
+
+
+def test_ranks_launched_without_slots_fill_nodes_by_local_size():
+    """One agent per process (srun/mpirun) with no usable slot list: ranks fill the nodes
+    in blocks of the local size, so rank 2 of 4 is on node 1."""
+    job = JobSpec(distributed_backend="multiworker", node_count=2, process_count_per_node=2)
+    for slots in (None, (4, 4)):  # (4, 4) does not add up to 4 processes: not usable
+        m = Membership("slurm", ("a", "b"), 1, slots=slots,
+                       process=ProcessIdentity(rank=2, world_size=4, local_rank=0,
+                                               local_size=2))
+        p = plan(m, job)
+        assert [t.name for t in p.tasks] == ["worker-2"]
+        assert p.details["placement"][2] == {"task": "worker-2", "node": 1, "host": "b",
+                                             "port": job.port}
+
+
+def test_a_tf_config_task_without_an_index_is_index_0():
+    env = {"TF_CONFIG": json.dumps({"cluster": {"chief": ["c:2222"], "worker": ["w:2222"]},
+                                    "task": {"type": "chief"}})}
+    m = tf_config.discover(make_ctx(env, node_count=2, hostname="c"))
+    p = plan(m, JobSpec(distributed_backend="ps", node_count=2))
+    assert [(t.role, t.index, t.rank) for t in p.tasks] == [("chief", 0, 0)]
