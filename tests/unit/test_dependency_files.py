@@ -6,29 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from spec_checks import fails, spec
 
 from tfbuild.image.build import prepare
-from tfbuild.spec import SpecError, load_spec, spec_from_mapping
+from tfbuild.spec import load_spec
 from tfbuild.spec.requirements_files import logical_lines
-
-
-@pytest.fixture
-def proj(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    root.mkdir()
-    (root / "train.py").write_text("print('hi')\n")
-    return root
-
-
-def spec(proj: Path, **data):
-    data.setdefault("entry_script", "train.py")
-    return spec_from_mapping(data, proj)
-
-
-def fails(proj: Path, **data) -> SpecError:
-    with pytest.raises(SpecError) as e:
-        spec(proj, **data)
-    return e.value
 
 
 def write(proj: Path, name: str, text: str) -> None:

@@ -4,32 +4,12 @@ refusal naming the key, the value and the fix."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from spec_checks import fails, spec
 
 from tfbuild.image.build import job_for
-from tfbuild.spec import SpecError, spec_from_mapping
 from tfbuild_agent.inputs.plan import Input
-
-
-@pytest.fixture
-def proj(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    root.mkdir()
-    (root / "train.py").write_text("print('hi')\n")
-    return root
-
-
-def spec(proj: Path, **data):
-    data.setdefault("entry_script", "train.py")
-    return spec_from_mapping(data, proj)
-
-
-def fails(proj: Path, **data) -> SpecError:
-    with pytest.raises(SpecError) as e:
-        spec(proj, **data)
-    return e.value
 
 
 def test_a_download_script_param_becomes_a_placeholder_and_an_argv_input(proj):

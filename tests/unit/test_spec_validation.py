@@ -7,26 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from spec_checks import fails
 
 from tfbuild.spec import SpecError, load_spec, spec_from_mapping
 from tfbuild.spec.compat import Matrix
 
 COMPAT_YAML = Path(__file__).resolve().parents[2] / "base-images" / "compat.yaml"
-
-
-@pytest.fixture
-def proj(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    root.mkdir()
-    (root / "train.py").write_text("print('hi')\n")
-    return root
-
-
-def fails(proj: Path, **data) -> SpecError:
-    data.setdefault("entry_script", "train.py")
-    with pytest.raises(SpecError) as e:
-        spec_from_mapping(data, proj)
-    return e.value
 
 
 def test_message_format_from_the_issue(proj, monkeypatch):
