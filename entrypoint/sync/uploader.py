@@ -32,6 +32,10 @@ FRESH_NS = 20_000_000
 """File timestamps advance in clock ticks (a few ms): a file last written less than this
 long ago is read only once this has passed, so a write during the read changes its mtime."""
 
+EMPTY_SETTLE = 1.0
+"""Seconds an output that just became empty waits: a truncating open may not have handed
+its writer a descriptor yet, so neither /proc nor inotify shows the writer."""
+
 UPLOADED, SKIPPED, GONE, UNSETTLED, FAILED = "uploaded", "skipped", "gone", "unsettled", "failed"
 
 
@@ -117,6 +121,11 @@ class Uploader:
             except (FileNotFoundError, SourceChanged):
                 return Outcome(UNSETTLED, wait=min(0.2, self.settle_for(item.rel)))
             quiet = now_wall - st.st_mtime_ns / 1e9
+            if not final and st.st_size == 0 and quiet < EMPTY_SETTLE:
+                # open(O_TRUNC) empties the file before the writer's descriptor exists: no
+                # /proc entry, no inotify open yet (seen at 15 ms under load). A file that
+                # just became empty may be the start of a rewrite: look again shortly.
+                return Outcome(UNSETTLED, wait=EMPTY_SETTLE - max(quiet, 0.0))
             if not final and quiet < self.output_settle and (
                     self.is_open(item.rel) or held_for_writing(src)):
                 # Opened again since it was closed (say, truncated for a rewrite): what is

@@ -15,6 +15,7 @@ from tfbuild_agent.sync.manifest import Manifest
 from tfbuild_agent.sync.scheduler import Item
 from tfbuild_agent.sync.store import open_store
 from tfbuild_agent.sync.uploader import (
+    EMPTY_SETTLE,
     FAILED,
     GONE,
     SKIPPED,
@@ -301,3 +302,20 @@ def test_a_rewritten_log_leaves_none_of_the_old_parts_behind(s: Setup) -> None:
     assert len(s.store.parts_of("logs/train.log")) == 1
     assert s.manifest.get("logs/train.log").parts == 1
     assert s.store.read("logs/train.log") == b"run B, from the start, much longer than before\n"
+
+
+def test_an_output_that_just_became_empty_waits_for_its_writer(s: Setup) -> None:
+    """open(path, "wb") empties the file before the writer's descriptor exists (no /proc
+    entry, no inotify open yet: 15 ms under load in the rewrite test), so a just-emptied
+    checkpoint must not replace the stored one; an empty file that stays empty goes up."""
+    s.write("outputs/ckpt.bin", b"v1" * 100, age=60)
+    assert s.upload("outputs/ckpt.bin").kind == UPLOADED
+    s.write("outputs/ckpt.bin", b"", age=0.05)  # truncated for the next version
+    waited = s.upload("outputs/ckpt.bin")
+    assert waited.kind == UNSETTLED and 0 < waited.wait <= EMPTY_SETTLE
+    assert s.stored("outputs/ckpt.bin").read_bytes() == b"v1" * 100
+    s.write("outputs/ckpt.bin", b"", age=EMPTY_SETTLE + 0.5)  # really left empty
+    assert s.upload("outputs/ckpt.bin").kind == UPLOADED
+    assert s.stored("outputs/ckpt.bin").read_bytes() == b""
+    s.write("outputs/late.bin", b"", age=0.05)
+    assert s.upload("outputs/late.bin", final=True).kind == UPLOADED  # the writers are gone
