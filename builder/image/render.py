@@ -275,6 +275,9 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["shquote"] = shlex.quote
     env.filters["dquote"] = lambda s: json.dumps(str(s))
+    # LABEL values are literal: a `${tfbuild.input.NAME}` placeholder in the spec label
+    # must not reach the Dockerfile's variable substitution (it fails the build).
+    env.filters["dlabel"] = lambda s: json.dumps(str(s)).replace("$", "\\$")
     return env
 
 

@@ -1,6 +1,11 @@
 """Train a small Keras classifier on scikit-learn's digits (8x8 images, shipped
 inside scikit-learn, so no download).
 
+With --data-folder PATH (e.g. an input given as {download: s3://...}), the data comes
+from PATH/digits.npz instead (arrays x: N x 64 pixel values 0-16, y: labels), and the
+chief also writes the logits of the first samples to ./outputs/predictions.json, so
+an exported model can be checked against TensorFlow's own predictions.
+
 Runs unchanged on one node, under MultiWorkerMirroredStrategy (TF_CONFIG with
 workers only) and under ParameterServerStrategy (TF_CONFIG with chief, workers
 and ps: the chief coordinates, workers and ps serve). tfbuild's agent sets
@@ -20,6 +25,8 @@ import numpy as np
 import tensorflow as tf
 from sklearn.datasets import load_digits
 
+PREDICTED = 32  # samples whose predictions go to outputs/predictions.json
+
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -29,13 +36,19 @@ def parse_args():
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--output-dir", default="outputs")
     p.add_argument("--log-dir", default="logs")
+    p.add_argument("--data-folder", help="a folder holding digits.npz (default: scikit-learn's)")
     return p.parse_args()
 
 
-def load_data():
-    digits = load_digits()
-    x = (digits.data / 16.0).astype("float32")
-    y = digits.target.astype("int64")
+def load_data(folder=None):
+    if folder:
+        with np.load(os.path.join(folder, "digits.npz")) as f:
+            data, target = f["x"], f["y"]
+    else:
+        digits = load_digits()
+        data, target = digits.data, digits.target
+    x = (data / 16.0).astype("float32")
+    y = target.astype("int64")
     return x, y
 
 
@@ -68,7 +81,7 @@ def main():
     cluster = tf_config.get("cluster", {})
     task = tf_config.get("task", {"type": "chief", "index": 0})
     task_type, task_index = task.get("type", "chief"), int(task.get("index", 0))
-    x, y = load_data()
+    x, y = load_data(args.data_folder)
 
     if "ps" in cluster:
         resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
@@ -139,6 +152,11 @@ def main():
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
+    if args.data_folder and is_chief:
+        # A plain eager call (not predict()): no collectives, so the chief alone can run it.
+        logits = np.asarray(model(x[:PREDICTED], training=False))
+        with open(os.path.join(args.output_dir, "predictions.json"), "w") as f:
+            json.dump({"samples": PREDICTED, "logits": logits.tolist()}, f)
     print(f"final loss {losses[-1]:.4f} (first {losses[0]:.4f})", flush=True)
 
 

@@ -262,6 +262,16 @@ def test_shm_size_is_recorded_in_the_image(project):
     assert "io.tfbuild.shm-size" not in render(project, {})
 
 
+def test_an_input_placeholder_in_the_spec_label_is_literal_for_docker(project):
+    # Unescaped, Docker's variable substitution reads `${tfbuild.input.data-folder}` and
+    # fails the build ("missing ':' in substitution").
+    text = render(project, {"script_params": {"--data-folder": {"download": "s3://b/d"}},
+                            "upload_extras": ["s3"]})
+    label = next(line for line in text.splitlines() if "io.tfbuild.spec=" in line)
+    assert "\\${tfbuild.input.data-folder}" in label
+    assert "$" not in label.replace("\\$", "")
+
+
 def test_update_golden_reports_the_diff_it_accepts(tmp_path):
     path = tmp_path / "case.Dockerfile"
     path.write_text("FROM os\nRUN a\n")
