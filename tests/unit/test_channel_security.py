@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from launch_servers import Lines, launch_servers
 from rendezvous_helpers import TOKEN, Logs, close_all, collect, free_port, settings
 
 from tfbuild_agent.control import handshake
@@ -170,22 +171,22 @@ def result_channel(result: dict) -> Any:
 
 
 @contextmanager
-def raw_control_server(
-    answer: Callable[[LineSocket, str, dict[str, Any]], None],
+def raw_server(
+    protocol: str, answer: Callable[[LineSocket, str, dict[str, Any]], None],
 ) -> Iterator[int]:
-    """A server end that sends a genuine challenge, then lets `answer` reply to the join."""
+    """A server end of `protocol` that sends a genuine challenge, then lets `answer`
+    reply to the client's join or hello."""
     listener = socket.socket()
-    listener.bind(("127.0.0.1", free_port()))
+    listener.bind(("127.0.0.1", 0))
     listener.listen()
     done = threading.Event()
 
     def serve() -> None:
         conn, _ = listener.accept()
         link = LineSocket(conn)
-        opening, nonce = handshake.challenge(PROTOCOL)
+        opening, nonce = handshake.challenge(protocol)
         link.send(opening, 2)
-        join = _first(link)
-        answer(link, nonce, join)
+        answer(link, nonce, _first(link))
         done.wait(10)
         link.close()
 
@@ -197,6 +198,10 @@ def raw_control_server(
         done.set()
         t.join()
         listener.close()
+
+
+def raw_control_server(answer: Callable[[LineSocket, str, dict[str, Any]], None]):
+    return raw_server(PROTOCOL, answer)
 
 
 def _fields(join: dict[str, Any]) -> dict[str, Any]:
@@ -259,29 +264,10 @@ def test_control_client_ignores_a_formed_changed_after_its_mac_and_logs_it() -> 
 # -- MPI launch channel, server side ------------------------------------------------------
 
 
-class Lines(list):
-    """The MPI server's log lines."""
-
-    def __call__(self, line: str) -> None:
-        self.append(line)
-
-
 @pytest.fixture
 def launch_server(tmp_path: Path) -> Iterator[Callable[..., tuple[LaunchServer, Lines]]]:
-    servers: list[LaunchServer] = []
-
-    def make(programs: tuple[str, ...] = ("orted", "prted")) -> tuple[LaunchServer, Lines]:
-        logs = Lines()
-        server = LaunchServer(0, TOKEN, logs, env=dict(os.environ, TFBUILD_JOB_TOKEN=TOKEN),
-                              workdir=str(tmp_path), host="127.0.0.1", programs=programs)
-        server.start()
-        servers.append(server)
-        return server, logs
-
-    yield make
-    for s in servers:
-        s.stop_daemon(9)
-        s.close()
+    with launch_servers(tmp_path, TOKEN) as make:
+        yield make
 
 
 def _mpi_hello(port: int, fields: dict[str, Any],
@@ -357,30 +343,8 @@ def test_mpi_server_ignores_replayed_and_altered_messages_after_the_handshake(
 # -- MPI launch channel, client side ------------------------------------------------------
 
 
-@contextmanager
-def raw_launch_server(answer: Callable[[LineSocket, str, dict[str, Any]], None]) -> Iterator[int]:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    done = threading.Event()
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        link = LineSocket(conn)
-        opening, nonce = handshake.challenge(MPI)
-        link.send(opening, 2)
-        answer(link, nonce, _first(link))
-        done.wait(10)
-        link.close()
-
-    t = threading.Thread(target=serve)
-    t.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        done.set()
-        t.join()
-        listener.close()
+def raw_launch_server(answer: Callable[[LineSocket, str, dict[str, Any]], None]):
+    return raw_server(MPI, answer)
 
 
 @pytest.mark.parametrize("op", ["ping", "result", "exec"])

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from launch_servers import launch_servers
 
 from tfbuild_agent.control.wire import LineReader, LineSocket
 from tfbuild_agent.launch.mpi.channel import (
@@ -27,27 +28,10 @@ pytestmark = pytest.mark.timeout(60)
 TOKEN = "right-token"
 
 
-class Logs(list):
-    def __call__(self, line: str) -> None:
-        self.append(line)
-
-
 @pytest.fixture
 def serve(tmp_path: Path):
-    servers: list[LaunchServer] = []
-
-    def make(programs: tuple[str, ...] = ("orted", "prted")) -> tuple[LaunchServer, Logs]:
-        logs = Logs()
-        server = LaunchServer(0, TOKEN, logs, env=dict(os.environ, TFBUILD_JOB_TOKEN=TOKEN),
-                              workdir=str(tmp_path), host="127.0.0.1", programs=programs)
-        server.start()
-        servers.append(server)
-        return server, logs
-
-    yield make
-    for s in servers:
-        s.stop_daemon(9)
-        s.close()
+    with launch_servers(tmp_path, TOKEN) as make:
+        yield make
 
 
 def reap_daemon(server: LaunchServer) -> threading.Thread:
