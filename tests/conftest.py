@@ -4,6 +4,7 @@ as root) and tfbuild's offline base image, made once and reused across runs."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from helpers import HOST_CA, REPO, build_project
@@ -29,6 +30,37 @@ def base_image(docker_client) -> str:
 def trust_host_ca() -> dict:
     """Spec overrides so builds trust this machine's CA bundle (TLS is intercepted here)."""
     return {"trust_host_ca": True} if HOST_CA.exists() else {}
+
+
+REPORT_LINES = 40
+"""Lines of each failure printed when it happens (the full report is in the summary)."""
+_STARTED = time.monotonic()
+_terminal = None
+
+
+def pytest_configure(config):
+    global _terminal
+    _terminal = config.pluginmanager.get_plugin("terminalreporter")
+
+
+def pytest_runtest_logreport(report):
+    # A failure is printed as it happens, not only in the final summary: a CI run cut off
+    # later (a hung engine, its time limit) still shows why its first test failed.
+    if report.failed and _terminal is not None:
+        lines = str(report.longrepr).splitlines()[-REPORT_LINES:]
+        _terminal.write_line(f"\n--- {report.nodeid} failed ({report.when}):", red=True)
+        for line in lines:
+            _terminal.write_line(f"    {line}")
+
+
+def pytest_runtest_teardown(item, nextitem):
+    # TFBUILD_TEST_BUDGET (seconds, set by .ci/run): past it, the run stops with a failure
+    # and its summary instead of being killed mid-test with nothing said.
+    budget = float(os.environ.get("TFBUILD_TEST_BUDGET") or 0)
+    elapsed = time.monotonic() - _STARTED
+    if budget and elapsed > budget and nextitem is not None:
+        item.session.shouldfail = (f"the test run used its {budget:.0f} s budget "
+                                   f"(TFBUILD_TEST_BUDGET) after {item.nodeid}")
 
 
 def pytest_collection_modifyitems(config, items):
