@@ -61,7 +61,7 @@ def prepare(spec: BuildSpec) -> PreparedBuild:
     ctx = BuildContext()
     ctx.add_tree(spec.source_directory, "src", source_excludes(spec.source_directory))
     source_digest = ctx.digest("src/")
-    add_agent(ctx, "tfbuild/agent", tuple(spec.upload_extras))
+    vendored = add_agent(ctx, "tfbuild/agent", tuple(spec.upload_extras), spec.python_version)
     ctx.add_bytes("tfbuild/job.json", job_for(spec).to_json().encode() + b"\n")
     extra_ca = [*spec.ca_certs, *([HOST_CA_BUNDLE] if spec.trust_host_ca else [])]
     for name, pem in ca_bundle_files(extra_ca).items():
@@ -73,7 +73,8 @@ def prepare(spec: BuildSpec) -> PreparedBuild:
         from .conda import add_conda_request
 
         add_conda_request(ctx, spec)
-    layers = image_layers(spec, source_digest=source_digest, has_pip_conf=bool(conf))
+    layers = image_layers(spec, source_digest=source_digest, has_pip_conf=bool(conf),
+                          agent_vendored=vendored)
     for path, data in {**horovod_patch_files(layers), **requirements_files(spec)}.items():
         ctx.add_bytes(path, data)
     dockerfile = render_dockerfile(layers)

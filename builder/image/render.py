@@ -79,6 +79,8 @@ class ImageLayers:
     env: dict[str, str]
     labels: dict[str, str]
     build_jobs: int = 2
+    agent_vendored: bool = False
+    """The agent's requirements are files in the context (agent_bundle): no pip for them."""
     tfbuild_version: str = __version__
     venv: str = VENV
     layers: str = LAYERS
@@ -116,7 +118,11 @@ def default_base_image(spec: BuildSpec) -> str:
 
 
 def image_layers(
-    spec: BuildSpec, *, source_digest: str = "", has_pip_conf: bool = False
+    spec: BuildSpec,
+    *,
+    source_digest: str = "",
+    has_pip_conf: bool = False,
+    agent_vendored: bool = False,
 ) -> ImageLayers:
     """Decide every layer's contents from the spec and the compat matrix."""
     base = default_base_image(spec)
@@ -184,6 +190,7 @@ def image_layers(
         apt_packages=spec.apt_packages,
         ca_certs=bool(spec.ca_certs) or spec.trust_host_ca,
         pip_conf=has_pip_conf,
+        agent_vendored=agent_vendored,
         env=env,
         labels=labels,
     )

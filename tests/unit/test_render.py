@@ -67,6 +67,8 @@ CASES: dict[str, dict] = {
     "environment_file": {"conda_dependencies_file": "environment.yml"},
     # tf2onnx and onnxruntime join the user layer, pinned by compat.yaml.
     "onnx_export": {"export_onnx": True, "pip_packages": ["scikit-learn"]},
+    # An fsspec backend for uploads: the agent's requirements are installed with pip.
+    "upload_extras": {"upload_extras": ["s3"]},
 }
 REQUIREMENTS = """\
 -r requirements-base.txt
@@ -112,7 +114,11 @@ def render(project: Path, overrides: dict) -> str:
             overrides[key] = str(project / overrides[key])
     spec = load_spec(project, {"entry_script": "train.py", **overrides})
     has_conf = bool(pip_conf_text(spec.pip_index_url, spec.pip_extra_index_urls))
-    return render_dockerfile(image_layers(spec, source_digest=SOURCE_DIGEST, has_pip_conf=has_conf))
+    # As build.prepare decides on a host with the agent's pure-Python requirements
+    # installed (this one): vendored, unless a backend with compiled dependencies is asked.
+    vendored = not spec.upload_extras
+    return render_dockerfile(image_layers(spec, source_digest=SOURCE_DIGEST, has_pip_conf=has_conf,
+                                          agent_vendored=vendored))
 
 
 def accept_golden(path: Path, text: str) -> str:

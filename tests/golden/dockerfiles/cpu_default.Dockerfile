@@ -17,9 +17,10 @@ RUN python3 -m venv /opt/tfbuild/venv \
 # --- the tfbuild agent in its own venv, so its dependencies never meet the user's
 FROM os AS agent
 COPY tfbuild/agent/ /tmp/tfbuild-agent/
-RUN python3 -m venv /opt/tfbuild/agent \
- && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/agent/bin/pip install --no-cache-dir --no-compile -r /tmp/tfbuild-agent/requirements.txt \
- && cp -r /tmp/tfbuild-agent/tfbuild_agent "$(/opt/tfbuild/agent/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/" \
+# its requirements come in the context from the builder's own environment (pure Python): no pip here
+RUN python3 -m venv --without-pip /opt/tfbuild/agent \
+ && site="$(/opt/tfbuild/agent/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
+ && cp -r /tmp/tfbuild-agent/site/. /tmp/tfbuild-agent/tfbuild_agent "$site/" \
  && mkdir -p /opt/tfbuild/agent/cmd \
  && printf '#!/opt/tfbuild/agent/bin/python\nfrom tfbuild_agent.cli import main\nraise SystemExit(main())\n' > /opt/tfbuild/agent/cmd/tfbuild-agent \
  && chmod 755 /opt/tfbuild/agent/cmd/tfbuild-agent \

@@ -1,0 +1,43 @@
+# Rendered by tfbuild 0.1.0; re-render with `tfbuild dockerfile`, do not edit.
+# No `# syntax=` line on purpose: BuildKit would fetch a frontend image, which fails offline.
+# --- OS: the offline Debian base
+FROM tfbuild/debian:bookworm AS os
+
+# --- TensorFlow 2.21.0 (CPU) in /opt/tfbuild/venv, with bytecode, without C++ headers and tests
+FROM os AS tensorflow
+RUN python3 -m venv /opt/tfbuild/venv \
+ && /opt/tfbuild/venv/bin/python -c 'import pathlib, sys, sysconfig; v = "%d.%d" % sys.version_info[:2]; pathlib.Path(sysconfig.get_path("purelib"), "tfbuild-layers.pth").write_text("".join(f"/opt/tfbuild/layers/{n}/lib/python{v}/site-packages\n" for n in ("mpi", "user", "conda")))' \
+ && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir --no-compile tensorflow-cpu==2.21.0 'tensorboard~=2.21.0' \
+ && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/venv/bin/pip install --no-cache-dir --no-compile --no-deps 'tf-keras~=2.21.0' \
+ && /opt/tfbuild/venv/bin/pip freeze --exclude-editable | grep -v ' @ ' > /opt/tfbuild/venv/tfbuild-constraints.txt \
+ && rm -rf /opt/tfbuild/venv/lib/python3*/site-packages/tensorflow/include \
+ && find /opt/tfbuild/venv -type d \( -name __pycache__ -o -name tests \) -prune -exec rm -rf {} + \
+ && (/opt/tfbuild/venv/bin/python -m compileall -qq -j0 --invalidation-mode unchecked-hash /opt/tfbuild/venv || true)
+
+# --- the tfbuild agent in its own venv, so its dependencies never meet the user's
+FROM os AS agent
+COPY tfbuild/agent/ /tmp/tfbuild-agent/
+RUN python3 -m venv /opt/tfbuild/agent \
+ && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/tfbuild/agent/bin/pip install --no-cache-dir --no-compile -r /tmp/tfbuild-agent/requirements.txt \
+ && cp -r /tmp/tfbuild-agent/tfbuild_agent "$(/opt/tfbuild/agent/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/" \
+ && mkdir -p /opt/tfbuild/agent/cmd \
+ && printf '#!/opt/tfbuild/agent/bin/python\nfrom tfbuild_agent.cli import main\nraise SystemExit(main())\n' > /opt/tfbuild/agent/cmd/tfbuild-agent \
+ && chmod 755 /opt/tfbuild/agent/cmd/tfbuild-agent \
+ && find /opt/tfbuild/agent -type d \( -name __pycache__ -o -name tests \) -prune -exec rm -rf {} + \
+ && (/opt/tfbuild/agent/bin/python -m compileall -qq -j0 --invalidation-mode unchecked-hash /opt/tfbuild/agent || true)
+
+# --- the image: TensorFlow's layer extended in place, then the agent, the source, and metadata
+FROM tensorflow
+COPY --from=agent /opt/tfbuild/agent /opt/tfbuild/agent
+WORKDIR /app
+COPY src/ /app/
+COPY tfbuild/job.json /etc/tfbuild/job.json
+ENV PATH="/opt/tfbuild/venv/bin:/opt/tfbuild/layers/user/bin:/opt/tfbuild/layers/mpi/bin:/opt/tfbuild/layers/conda/bin:/opt/tfbuild/agent/cmd:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    PYTHONUNBUFFERED="1" \
+    TF_USE_LEGACY_KERAS="1"
+ENTRYPOINT ["/opt/tfbuild/agent/cmd/tfbuild-agent", "run", "--"]
+CMD []
+LABEL org.opencontainers.image.title="proj" \
+      io.tfbuild.version="0.1.0" \
+      io.tfbuild.source-digest="sha256:5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d" \
+      io.tfbuild.spec="{\"apt_packages\":[],\"ca_certs\":[],\"conda_channels\":[],\"conda_dependencies_file\":null,\"conda_packages\":[],\"custom_docker_base_image\":null,\"distributed_backend\":\"none\",\"entry_script\":\"train.py\",\"environment_variables\":{},\"export_onnx\":null,\"horovod\":false,\"keras\":\"legacy\",\"labels\":{},\"max_run_duration_seconds\":null,\"node_count\":1,\"parameter_server_count\":0,\"pip_constraints\":[],\"pip_extra_index_urls\":[],\"pip_index_url\":null,\"pip_packages\":[],\"pip_requirements\":[],\"pip_requirements_file\":null,\"process_count_per_node\":1,\"python_version\":\"3.11\",\"script_params\":[],\"shm_size\":null,\"source_directory\":\"proj\",\"tag\":null,\"tensorflow_version\":\"2.21.0\",\"trust_host_ca\":false,\"upload_extras\":[\"s3\"],\"use_gpu\":false,\"worker_count\":1}"
