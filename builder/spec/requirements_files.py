@@ -133,7 +133,7 @@ def logical_lines(text: str) -> list[tuple[int, str]]:
 def read_pip_file(path: Path, root: Path, facts: ImageFacts) -> PipFile:
     """Read `path` (inside `root`, the source directory) and what it includes."""
     out = PipFile()
-    _read_pip(path, root, facts, out, constraint=False, chain=())
+    _PipReader(root, facts, out).read(path, constraint=False, chain=())
     return out
 
 
@@ -152,60 +152,48 @@ def _read_text(path: Path, root: Path, where: str) -> str:
         ) from None
 
 
-def _read_pip(
-    path: Path,
-    root: Path,
-    facts: ImageFacts,
-    out: PipFile,
-    *,
-    constraint: bool,
-    chain: tuple[Path, ...],
-    lines: list[tuple[int, str]] | None = None,
-) -> None:
-    name = relative_name(path, root)
-    if lines is None:
-        lines = logical_lines(_read_text(path, root, name))
-    for number, line in lines:
-        _pip_line(path, root, facts, out, f"{name}:{number}", line, constraint, (*chain, path))
-
-
 def pip_section_lines(
     items: list[str], base_file: Path, root: Path, facts: ImageFacts, out: PipFile, where: str
 ) -> None:
     """The `pip:` list of an environment.yml: requirement lines, `-r` relative to it."""
+    reader = _PipReader(root, facts, out)
     for n, item in enumerate(items, start=1):
-        _pip_line(
-            base_file, root, facts, out, f"{where} pip item {n}", item.strip(), False, (base_file,)
-        )
+        reader.line(base_file, f"{where} pip item {n}", item.strip(), False, (base_file,))
 
 
-def _pip_line(
-    path: Path,
-    root: Path,
-    facts: ImageFacts,
-    out: PipFile,
-    where: str,
-    line: str,
-    constraint: bool,
-    chain: tuple[Path, ...],
-) -> None:
-    if line.startswith("-"):
-        _pip_option(path, root, facts, out, where, line, constraint, chain)
-        return
-    requirement, options = _split_options(line)
-    for option in options:
-        if not _HASH.match(option):
-            raise DependencyFileError(
-                where,
-                f"the option {option.split('=')[0].split()[0]!r} after a requirement "
-                "is not supported",
-                "keep only --hash options on requirement lines",
-            )
-    _check_requirement(where, requirement)
-    text = " ".join([requirement, *options])
-    if _is_tensorflow_line(facts, out, where, requirement):
-        return
-    (out.constraints if constraint else out.requirements).append(text)
+@dataclass
+class _PipReader:
+    """One walk through a requirements file and its includes, into `out`."""
+
+    root: Path
+    facts: ImageFacts
+    out: PipFile
+
+    def read(self, path: Path, *, constraint: bool, chain: tuple[Path, ...]) -> None:
+        name = relative_name(path, self.root)
+        for number, line in logical_lines(_read_text(path, self.root, name)):
+            self.line(path, f"{name}:{number}", line, constraint, (*chain, path))
+
+    def line(
+        self, path: Path, where: str, line: str, constraint: bool, chain: tuple[Path, ...]
+    ) -> None:
+        if line.startswith("-"):
+            _pip_option(self, path, where, line, constraint, chain)
+            return
+        requirement, options = _split_options(line)
+        for option in options:
+            if not _HASH.match(option):
+                raise DependencyFileError(
+                    where,
+                    f"the option {option.split('=')[0].split()[0]!r} after a requirement "
+                    "is not supported",
+                    "keep only --hash options on requirement lines",
+                )
+        _check_requirement(where, requirement)
+        text = " ".join([requirement, *options])
+        if _is_tensorflow_line(self.facts, self.out, where, requirement):
+            return
+        (self.out.constraints if constraint else self.out.requirements).append(text)
 
 
 def _split_options(line: str) -> tuple[str, list[str]]:
@@ -258,15 +246,14 @@ def _is_tensorflow_line(facts: ImageFacts, out: PipFile, where: str, text: str) 
 
 
 def _pip_option(
+    reader: _PipReader,
     path: Path,
-    root: Path,
-    facts: ImageFacts,
-    out: PipFile,
     where: str,
     line: str,
     constraint: bool,
     chain: tuple[Path, ...],
 ) -> None:
+    root, out = reader.root, reader.out
     m = _SHORT_GLUED.match(line) if not line.startswith("--") else None
     if m and not line[2:3].isspace():
         name, value = "-" + m["name"], m["value"].strip()
@@ -294,9 +281,7 @@ def _pip_option(
             )
         if not target.is_file():
             raise DependencyFileError(where, f"{value!r} does not exist", "check the path")
-        _read_pip(
-            target, root, facts, out, constraint=constraint or long == "--constraint", chain=chain
-        )
+        reader.read(target, constraint=constraint or long == "--constraint", chain=chain)
     elif long == "--index-url":
         if out.index_url and out.index_url != value:
             raise DependencyFileError(
