@@ -7,6 +7,7 @@ package_syntax; here, where it may come from."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -36,24 +37,22 @@ def looks_like_local_channel(channel: str) -> bool:
 
 
 def pip_packages(f: Fields, matrix: Matrix) -> tuple[str, ...]:
-    items = f.texts("pip_packages")
-    for item in items:
-        try:
-            req = parse_pip(item)
-        except PackageSpecError as e:
-            raise f.fail("pip_packages", item, f"{item!r} {e.problem}", e.fix) from None
-        _refuse_tensorflow(f, matrix, "pip_packages", item, req.name)
-    return items
+    return _package_list(f, matrix, "pip_packages", parse_pip)
 
 
 def conda_packages(f: Fields, matrix: Matrix) -> tuple[str, ...]:
-    items = f.texts("conda_packages")
+    return _package_list(f, matrix, "conda_packages", parse_conda)
+
+
+def _package_list(f: Fields, matrix: Matrix, key: str, parse: Callable) -> tuple[str, ...]:
+    """Every item parses as a package spec of its kind, and none is TensorFlow itself."""
+    items = f.texts(key)
     for item in items:
         try:
-            spec = parse_conda(item)
+            name = parse(item).name
         except PackageSpecError as e:
-            raise f.fail("conda_packages", item, f"{item!r} {e.problem}", e.fix) from None
-        _refuse_tensorflow(f, matrix, "conda_packages", item, spec.name)
+            raise f.fail(key, item, f"{item!r} {e.problem}", e.fix) from None
+        _refuse_tensorflow(f, matrix, key, item, name)
     return items
 
 
