@@ -36,6 +36,7 @@ REPORT_LINES = 40
 """Lines of each failure printed when it happens (the full report is in the summary)."""
 _STARTED = time.monotonic()
 _terminal = None
+_engine_seen = False
 
 
 def pytest_configure(config):
@@ -61,6 +62,30 @@ def pytest_runtest_teardown(item, nextitem):
     if budget and elapsed > budget and nextitem is not None:
         item.session.shouldfail = (f"the test run used its {budget:.0f} s budget "
                                    f"(TFBUILD_TEST_BUDGET) after {item.nodeid}")
+
+
+ENGINE_BOUND = 90.0
+"""Seconds a Docker test waits for the engine to answer a ping before the run stops."""
+
+
+def pytest_runtest_setup(item):
+    # An engine that stopped answering would make every later Docker test wait out its own
+    # timeouts (10 min per API call): stop the run at once, saying so.
+    if item.get_closest_marker("docker") is None or "docker_client" not in item.fixturenames:
+        return
+    from tfbuild.engine.setup import engine_answers
+
+    global _engine_seen
+    if not _engine_seen:  # not started yet: the docker_client fixture starts it
+        _engine_seen = engine_answers()
+        return
+    deadline = time.monotonic() + ENGINE_BOUND
+    while not engine_answers():
+        if time.monotonic() > deadline:
+            item.session.shouldfail = "the Docker engine stopped answering"
+            pytest.fail(f"the Docker engine did not answer a ping for {ENGINE_BOUND:g} s "
+                        "(see /var/log/tfbuild-dockerd.log); stopping the run")
+        time.sleep(2.0)
 
 
 def pytest_collection_modifyitems(config, items):
