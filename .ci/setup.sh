@@ -32,7 +32,10 @@ fi
 stamp="$TFBUILD_VENV/.tfbuild-installed"
 if [ ! -f "$stamp" ] || [ "$repo/pyproject.toml" -nt "$stamp" ]; then
   log "installing tfbuild[$extras] into $TFBUILD_VENV"
-  "$TFBUILD_VENV/bin/pip" install -q --disable-pip-version-check -e "$repo[$extras]"
+  # (pip's warnings about find-links folders that do not exist on this machine are dropped:
+  # one per package, they would push everything else out of a CI log's tail)
+  "$TFBUILD_VENV/bin/pip" install -q --disable-pip-version-check -e "$repo[$extras]" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   touch "$stamp"
 fi
 export PATH="$TFBUILD_VENV/bin:$PATH"
