@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -13,6 +16,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 5.0, what: str = "condition",
+             every: float = 0.02) -> Any:
+    """Poll `check` until it returns something truthy (returned), or fail after `timeout`."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout:g}s")
+        time.sleep(every)
 
 
 def build_project(source: Path, tag: str, **overrides) -> str:

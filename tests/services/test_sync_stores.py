@@ -15,12 +15,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from helpers import wait_for
 from sync_frames import parse_records
 from sync_servers import StoreTarget
 
@@ -42,17 +42,6 @@ HERE = Path(__file__).resolve().parent
 WRITER = HERE / "sync_writer.py"
 MODEL_SIZE = 4 * 256 * 1024
 TASK = "chief-0"
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:g}s")
-        time.sleep(every)
 
 
 def reader(target: StoreTarget, run_id: str) -> Store:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_for
 
 from tfbuild_agent.errors import ConfigError
 from tfbuild_agent.runrecord import (
@@ -24,17 +25,6 @@ from tfbuild_agent.runrecord import (
 )
 from tfbuild_agent.sync.store import open_store
 from tfbuild_agent.sync.syncer import Syncer
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:g}s")
-        time.sleep(0.02)
 
 
 class Env:
