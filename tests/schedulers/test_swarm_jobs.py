@@ -15,8 +15,8 @@ pytestmark = [pytest.mark.schedulers, pytest.mark.docker]
 
 REPLICAS = 3
 JOB_TIMEOUT = 120.0  # generous: the job itself takes seconds
-# The agents' heartbeat notices a lost node in 2 s x 3; this bounds that plus stopping
-# the tasks, on a busy 2-core machine.
+# The agents' heartbeat notices a lost node in 3 s x 6 = 18 s (the defaults); this
+# bounds that plus stopping the tasks, on a busy 2-core machine.
 LOST_NODE_BOUND = 45.0
 
 
