@@ -14,6 +14,8 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from rendezvous_helpers import HB, TOKEN, Logs, close_all, collect, form, free_port, settings
@@ -220,35 +222,35 @@ def test_an_abruptly_reset_connection_is_reported_lost() -> None:
 # -- the serving node ------------------------------------------------------------------
 
 
-def test_kill_9_of_the_serving_node_is_noticed_by_every_client() -> None:
+@contextmanager
+def two_clients_of_a_serving_process() -> Iterator[tuple[int, NodeProcess, dict]]:
+    """A job of 3 formed around a serving node in its own process (so it can be
+    killed or frozen), and the two clients' channels."""
     port = free_port()
     server = NodeProcess(port, "a", 3, serve=True)
     try:
         time.sleep(0.3)
         channels = form(port, ["b", "c"], n=3, serve=False)
         server.wait_formed()
+        yield port, server, channels
+        close_all(channels)
+    finally:
+        server.stop()
+
+
+def test_kill_9_of_the_serving_node_is_noticed_by_every_client() -> None:
+    with two_clients_of_a_serving_process() as (port, server, channels):
         server.signal(signal.SIGKILL)
         for c in channels.values():
             event, _ = first_event(c, LOSS_BOUND + SLACK)
             assert event is not None and event.kind == "server_lost" and event.ends_job
             assert f"the serving node at 127.0.0.1:{port} is lost" in event.message
-        close_all(channels)
-    finally:
-        server.stop()
 
 
 def test_a_frozen_serving_node_is_noticed_within_the_heartbeat_bound() -> None:
-    port = free_port()
-    server = NodeProcess(port, "a", 3, serve=True)
-    try:
-        time.sleep(0.3)
-        channels = form(port, ["b", "c"], n=3, serve=False)
-        server.wait_formed()
+    with two_clients_of_a_serving_process() as (_, server, channels):
         server.signal(signal.SIGSTOP)
         assert_silence_reported(channels["b"], "server_lost", "nothing heard from it for")
-        close_all(channels)
-    finally:
-        server.stop()
 
 
 def test_the_serving_node_waits_for_goodbyes_then_tells_stragglers() -> None:
