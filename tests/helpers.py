@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,54 @@ def wait_for(check: Callable[[], Any], timeout: float = 5.0, what: str = "condit
         if time.monotonic() > deadline:
             pytest.fail(f"{what}: not within {timeout:g}s")
         time.sleep(every)
+
+
+# Credentials of the tests' own moto server (never a real account).
+TEST_AWS = {"AWS_ACCESS_KEY_ID": "tfbuild-test-key", "AWS_SECRET_ACCESS_KEY": "tfbuild-test-secret",
+            "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def docker0_address() -> str:
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "docker0"], capture_output=True,
+                         text=True).stdout.split()
+    return out[out.index("inet") + 1].split("/")[0] if "inet" in out else "172.17.0.1"
+
+
+@contextmanager
+def moto_on_docker0() -> Iterator[str]:
+    """moto's S3 server on docker0's address, so that a job's containers (on their bridge
+    network) and this host both reach it; yields its endpoint URL."""
+    import pytest
+
+    host = docker0_address()
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", host,
+                             "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection((host, port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"moto_server did not listen on {host}:{port} within 30 s")
+                time.sleep(0.1)
+        yield f"http://{host}:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def moto_client(endpoint: str) -> Any:
+    """A boto3 client of the tests' moto server."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id=TEST_AWS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=TEST_AWS["AWS_SECRET_ACCESS_KEY"])
 
 
 def build_project(source: Path, tag: str, **overrides) -> str:

@@ -14,52 +14,23 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, build_project
+from helpers import REPO, TEST_AWS, build_project, moto_client, moto_on_docker0
 
 pytestmark = pytest.mark.services
 
 TFBUILD = str(Path(sys.executable).parent / "tfbuild")
 DIGITS = Path(__file__).parent / "data" / "digits.npz"
-CREDS = {"AWS_ACCESS_KEY_ID": "tfbuild-test-key", "AWS_SECRET_ACCESS_KEY": "tfbuild-test-secret",
-         "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def docker0_address() -> str:
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "docker0"], capture_output=True,
-                         text=True).stdout.split()
-    return out[out.index("inet") + 1].split("/")[0] if "inet" in out else "172.17.0.1"
 
 
 @pytest.fixture
 def moto_endpoint():
-    """moto on docker0's address: the job's bridge network and this host both reach it
-    (as tests/docker/test_run_store_credentials.py, which this directory cannot import)."""
-    host = docker0_address()
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", host,
-                             "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection((host, port), 0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"moto_server did not listen on {host}:{port} within 30 s")
-            time.sleep(0.1)
-    yield f"http://{host}:{port}"
-    proc.terminate()
-    proc.wait(10)
+    with moto_on_docker0() as endpoint:
+        yield endpoint
 
 
 def softmax(z):
@@ -70,13 +41,10 @@ def softmax(z):
 
 
 def test_s3_data_two_nodes_onnx_scores_on_the_host_like_tensorflow(moto_endpoint, tmp_path):
-    import boto3
     import numpy as np
     import onnxruntime as ort
 
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
-                      aws_access_key_id=CREDS["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=CREDS["AWS_SECRET_ACCESS_KEY"])
+    s3 = moto_client(moto_endpoint)
     s3.create_bucket(Bucket="digits")
     s3.create_bucket(Bucket="runs")
     s3.upload_file(str(DIGITS), "digits", "data/digits.npz")
@@ -87,7 +55,7 @@ def test_s3_data_two_nodes_onnx_scores_on_the_host_like_tensorflow(moto_endpoint
         script_params={"--epochs": 2, "--batch-size": 64,
                        "--data-folder": {"download": "s3://digits/data"}},
     )
-    env = {**os.environ, **CREDS, "TFBUILD_S3_ENDPOINT_URL": moto_endpoint,
+    env = {**os.environ, **TEST_AWS, "TFBUILD_S3_ENDPOINT_URL": moto_endpoint,
            "XDG_CACHE_HOME": str(tmp_path / "cache")}
     done = subprocess.run([TFBUILD, "run", image, "--nodes", "2", "--upload-to", "s3://runs/e2e"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
