@@ -10,7 +10,8 @@ memory of a few running containers (agent + the tiny script; `docker stats`).
     .venv/bin/python bench/rdzv_soak.py --sizes 32 --jobs 3 --agent /work/main/entrypoint
 
 `--agent` builds the image from another checkout's entrypoint/ (a before/after comparison).
-Results go to bench/results/rdzv_soak-<time>.json and a summary table to stdout.
+Results go to bench/results/rdzv_soak-<time>.json and a summary table to stdout;
+`--table RAW...` prints the table of several runs' raw files together.
 The image and Cluster helpers are tests/docker's (tinyagent.py, cluster.py).
 """
 
@@ -152,6 +153,41 @@ def loss_job(client, image: str, n: int, how: str, victim: int = 5) -> dict:
         cluster.close()
 
 
+def load_results(paths: list[Path]) -> list[dict]:
+    """Job results from raw files: a run's .json, or the .jsonl it writes as it goes."""
+    out: list[dict] = []
+    for path in paths:
+        if path.suffix == ".jsonl":
+            out += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        else:
+            out += json.loads(path.read_text())["results"]
+    return out
+
+
+def _mb(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} MB" if values else "-"
+
+
+def print_table(results: list[dict]) -> None:
+    print("\n| containers | discovery | jobs | false failures | formation median (max) "
+          "| job end median (max) | memory per container | agent RSS |\n"
+          "|---|---|---|---|---|---|---|---|")
+    for n in sorted({r["n"] for r in results}):
+        for mode in ("explicit", "rendezvous"):
+            rs = [r for r in results if r["n"] == n and r["mode"] == mode]
+            if not rs:
+                continue
+            form = [r["formation_s"] for r in rs if r["formation_s"] is not None]
+            end = [r["job_end_s"] for r in rs if r["job_end_s"] is not None]
+            mem = [m for r in rs for m in r["memory_mb"]]
+            rss = [m for r in rs for m in r.get("agent_rss_mb", [])]
+            bad = sum(1 for r in rs if r["codes_nonzero"])
+            print(f"| {n} | {mode} | {len(rs)} | {bad} | "
+                  f"{statistics.median(form):.2f} s ({max(form):.2f} s) | "
+                  f"{statistics.median(end):.2f} s ({max(end):.2f} s) | "
+                  f"{_mb(mem)} | {_mb(rss)} |")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="8,32")
@@ -160,7 +196,12 @@ def main() -> int:
     p.add_argument("--agent", type=Path, default=None, help="another checkout's entrypoint/")
     p.add_argument("--loss", type=int, default=0,
                    help="also kill -9 / docker pause one container of a 32-node job this often")
+    p.add_argument("--table", type=Path, nargs="+", metavar="RAW",
+                   help="only print the table of earlier runs' raw files (.json or .jsonl)")
     args = p.parse_args()
+    if args.table:
+        print_table(load_results(args.table))
+        return 0
     client = docker.from_env()
     tag = TINY_IMAGE if args.agent is None else "tfbuild-scale/tiny-agent:other"
     image = build_tiny_image(client, args.agent, tag)
@@ -186,24 +227,7 @@ def main() -> int:
     out = HERE / "results" / f"rdzv_soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"agent": str(args.agent or "this checkout"),
                                "results": results, "losses": losses}, indent=1))
-    print("\n| containers | discovery | jobs | false failures | formation median (max) "
-          "| job end median (max) | memory per container | agent RSS |\n"
-          "|---|---|---|---|---|---|---|---|")
-    for n in sorted({r["n"] for r in results}):
-        for mode in args.modes.split(","):
-            rs = [r for r in results if r["n"] == n and r["mode"] == mode]
-            if not rs:
-                continue
-            form = [r["formation_s"] for r in rs if r["formation_s"] is not None]
-            end = [r["job_end_s"] for r in rs if r["job_end_s"] is not None]
-            mem = [m for r in rs for m in r["memory_mb"]]
-            rss = [m for r in rs for m in r.get("agent_rss_mb", [])]
-            bad = sum(1 for r in rs if r["codes_nonzero"])
-            print(f"| {n} | {mode} | {len(rs)} | {bad} | "
-                  f"{statistics.median(form):.2f} s ({max(form):.2f} s) | "
-                  f"{statistics.median(end):.2f} s ({max(end):.2f} s) | "
-                  f"{statistics.median(mem) if mem else 0:.0f} MB | "
-                  f"{statistics.median(rss) if rss else 0:.0f} MB |")
+    print_table(results)
     print(f"\nraw results: {out}")
     return 0
 
