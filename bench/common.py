@@ -158,10 +158,11 @@ def run_job(client: docker.DockerClient, launch: Any, timeout: float = 600.0
 
 
 def after_last_start(records: list[tuple[str, str]], marker: str) -> list[float]:
-    """Seconds from the last container start to each log line containing `marker`."""
+    """Seconds from the last container start to each `marker` in the logs, at the time
+    of the line it is on (mpirun's tagged output can put two ranks' lines on one)."""
     last_start = max(parse_docker_time(started) for started, _ in records)
     return [parse_docker_time(line.split(" ", 1)[0]) - last_start for _, logs in records
-            for line in logs.splitlines() if marker in line]
+            for line in logs.splitlines() for _ in range(line.count(marker))]
 
 
 def docker_cli() -> str:
