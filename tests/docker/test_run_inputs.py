@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import build_agent_image
-from test_run_store_credentials import moto_endpoint  # noqa: F401 - a fixture used here
+from helpers import TEST_AWS, build_agent_image, moto_client, moto_on_docker0
 
 PROJECT = Path(__file__).parent / "projects" / "inputs-job"
 TFBUILD = str(Path(sys.executable).parent / "tfbuild")
@@ -101,22 +100,23 @@ def s3_inputs_image(docker_client, base_image) -> str:
     )
 
 
+@pytest.fixture
+def moto_endpoint():
+    with moto_on_docker0() as endpoint:
+        yield endpoint
+
+
 @pytest.mark.services
 def test_two_nodes_read_an_s3_input_fetched_once_into_the_shared_host_cache(
-    s3_inputs_image, moto_endpoint, tmp_path  # noqa: F811 - the imported fixture
+    s3_inputs_image, moto_endpoint, tmp_path
 ):
     """moto on docker0; both containers of the job share this host's input cache: one
     fetches (under the cache key's lock), the other waits and uses the same entry."""
-    import boto3
-    from test_run_store_credentials import CREDS
-
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
-                      aws_access_key_id=CREDS["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=CREDS["AWS_SECRET_ACCESS_KEY"])
+    s3 = moto_client(moto_endpoint)
     s3.create_bucket(Bucket="inputs")
     s3.put_object(Bucket="inputs", Key="mnist/a.txt", Body=b"from s3\n")
     s3.put_object(Bucket="inputs", Key="mnist/sub/b.bin", Body=os.urandom(8 << 20))
-    env = {**CREDS, "AWS_ENDPOINT_URL": moto_endpoint,
+    env = {**TEST_AWS, "AWS_ENDPOINT_URL": moto_endpoint,
            "XDG_CACHE_HOME": str(tmp_path / "cache")}
     done = tfbuild("run", s3_inputs_image, "--upload-to", "runs", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
