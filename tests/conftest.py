@@ -7,7 +7,7 @@ import os
 import time
 
 import pytest
-from helpers import HOST_CA, REPO, build_project
+from helpers import HOST_CA, REPO, build_project, moto_on_docker0
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +24,14 @@ def base_image(docker_client) -> str:
     from tfbuild.engine.bootstrap import make_base_image
 
     return make_base_image("bookworm")
+
+
+@pytest.fixture
+def moto_endpoint():
+    """moto's S3 server on docker0's address (a job's containers and this host reach it);
+    its URL. Credentials: helpers.TEST_AWS, client: helpers.moto_client."""
+    with moto_on_docker0() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import TEST_AWS, build_agent_image, moto_client, moto_on_docker0
+from helpers import TEST_AWS, build_agent_image, moto_client
 
 PROJECT = Path(__file__).parent / "projects" / "inputs-job"
 TFBUILD = str(Path(sys.executable).parent / "tfbuild")
@@ -98,12 +98,6 @@ def s3_inputs_image(docker_client, base_image) -> str:
          "upload_extras": ["s3"], "inputs": [S3_INPUT]},
         store_extras=("s3",),
     )
-
-
-@pytest.fixture
-def moto_endpoint():
-    with moto_on_docker0() as endpoint:
-        yield endpoint
 
 
 @pytest.mark.services

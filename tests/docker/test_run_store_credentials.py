@@ -14,20 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import TEST_AWS, build_agent_image, moto_client, moto_on_docker0
+from helpers import TEST_AWS, build_agent_image, moto_client
 
 pytestmark = pytest.mark.services
 
 PROJECT = Path(__file__).parent / "projects" / "outputs-job"
 TFBUILD = str(Path(sys.executable).parent / "tfbuild")
 IMAGE = "tfbuild-test/run-cli-s3:latest"
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    with moto_on_docker0() as endpoint:
-        moto_client(endpoint).create_bucket(Bucket="runs")
-        yield endpoint
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +36,14 @@ def s3_image(docker_client, base_image) -> str:
 def test_s3_upload_uses_the_shells_credentials_and_none_is_baked(
     s3_image, moto_endpoint, docker_client, tmp_path
 ):
+    s3 = moto_client(moto_endpoint)
+    s3.create_bucket(Bucket="runs")
     env = {**os.environ, **TEST_AWS, "TFBUILD_S3_ENDPOINT_URL": moto_endpoint}
     done = subprocess.run([TFBUILD, "run", s3_image, "--upload-to", "s3://runs/team"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     run_id = re.search(r"run-\d{8}-\d{6}-[0-9a-f]{6}", done.stderr).group(0)
     assert f"outputs and logs in s3://runs/team/{run_id}/" in done.stderr
-    s3 = moto_client(moto_endpoint)
 
     def read(key: str) -> bytes:
         return s3.get_object(Bucket="runs", Key=f"team/{run_id}/{key}")["Body"].read()

@@ -19,18 +19,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, TEST_AWS, build_project, moto_client, moto_on_docker0
+from helpers import REPO, TEST_AWS, build_project, moto_client
 
 pytestmark = pytest.mark.services
 
 TFBUILD = str(Path(sys.executable).parent / "tfbuild")
 DIGITS = Path(__file__).parent / "data" / "digits.npz"
-
-
-@pytest.fixture
-def moto_endpoint():
-    with moto_on_docker0() as endpoint:
-        yield endpoint
 
 
 def softmax(z):
